@@ -1,0 +1,131 @@
+"""The `seal` command. Thin: it parses options and calls the library."""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+from . import __version__
+
+
+def _inner_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inner loop (defaults: the preset)")
+    g.add_argument("--preset", default="small", choices=["small", "paper"],
+                   help="small: calibrated for SmolLM2-135M (all linear layers, lr 5e-4, 30 epochs); "
+                        "paper: r32/alpha64 on q_proj,v_proj, lr 1e-3, 10 epochs")
+    g.add_argument("--rank", type=int)
+    g.add_argument("--alpha", type=float)
+    g.add_argument("--dropout", type=float)
+    g.add_argument("--targets", help="comma-separated module names, or all-linear")
+    g.add_argument("--lr", type=float)
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--schedule", choices=["linear", "cosine", "constant"])
+    g.add_argument("--adapters-per-pack", type=int, help="adapters trained together in one pass (1: one at a time)")
+
+
+def _inner_overrides(a) -> dict:
+    d = {"rank": a.rank, "alpha": a.alpha, "dropout": a.dropout, "lr": a.lr, "epochs": a.epochs,
+         "batch_size": a.batch_size, "schedule": a.schedule, "adapters_per_pack": a.adapters_per_pack}
+    if a.targets:
+        d["target_modules"] = ("all-linear",) if a.targets == "all-linear" else tuple(a.targets.split(","))
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="Hugging Face id or folder, or a .gguf file (default: built-in SmolLM2-135M-Instruct)")
+    g.add_argument("--device", help="cuda, cpu, ... (default: cuda if available)")
+    g.add_argument("--dtype", help="auto, bf16, fp16 or fp32 (default: auto)")
+
+
+def _eval_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
+    if not demo:
+        p.add_argument("--data", help="passages: a SQuAD-by-passage JSON file, builtin:eval (default), builtin:train, "
+                                      "or hf:DATASET[:SPLIT] (a Hugging Face dataset with SQuAD columns)")
+        p.add_argument("--n", type=int, default=30, help="passages to evaluate (after a seed-42 shuffle; 0 = all)")
+        p.add_argument("--start", type=int, default=0, help="offset into the shuffled passages")
+        p.add_argument("--conditions", default="base,passage,self-edit",
+                       help="comma-separated: base, passage, self-edit, file:PATH (self-edits from a file with "
+                            "'completions'), endpoint:MODEL (self-edits from --gen-url)")
+        p.add_argument("--out", default="runs/knowledge-eval", help="run folder (store.sqlite, results.json)")
+        p.add_argument("--k", type=int, default=1, help="self-edits per passage and condition")
+        p.add_argument("--repeats", type=int, default=1, help="inner-loop runs per self-edit (different seeds)")
+    p.add_argument("--seed", type=int, default=0, help="run seed: self-edit sampling, adapter init, data order")
+    p.add_argument("--prompt", default="implications",
+                   help="self-edit prompt: implications, implications-long, rewrite, self-qa, no-prompt, or file:PATH "
+                        "(a template with {title} and {context})")
+    p.add_argument("--grader", default="contains",
+                   help="contains (default: normalised gold answer inside the answer), em, f1, judge "
+                        "(OpenAI-compatible endpoint), local-judge (the loaded model)")
+    p.add_argument("--judge-url", help="judge base URL (default: $SEAL_JUDGE_BASE_URL, $OPENAI_BASE_URL or OpenAI)")
+    p.add_argument("--judge-model", help="judge model (default: $SEAL_JUDGE_MODEL or gpt-4.1)")
+    p.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="environment variable holding the judge's key")
+    p.add_argument("--gen-url", help="OpenAI-compatible base URL for endpoint:MODEL conditions")
+    p.add_argument("--gen-key-env", default="OPENAI_API_KEY")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="self-edit length cap")
+    p.add_argument("--split", default="lines", choices=["lines", "segments", "none"],
+                   help="how a self-edit becomes sequences (paper: lines)")
+    p.add_argument("--reward", default="accuracy", choices=["accuracy", "gain"])
+    p.add_argument("--no-progress", action="store_true")
+    _model_args(p)
+    _inner_args(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seal", description="Self-adapting language models (SEAL).")
+    parser.add_argument("--version", action="version", version=f"seal {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="base / passage / self-edit on built-in fictional passages (CPU, minutes)")
+    demo.add_argument("--n", type=int, default=6, help="built-in eval passages (default 6)")
+    demo.add_argument("--out", help="run folder (default runs/demo-seed<SEED>)")
+    _eval_args(demo, demo=True)
+
+    know = sub.add_parser("knowledge", help="knowledge incorporation experiments")
+    ksub = know.add_subparsers(dest="kcommand", required=True)
+    ev = ksub.add_parser("eval", help="single-passage experiment: train on each passage's update, answer without it")
+    _eval_args(ev)
+    return parser
+
+
+def _options(a, demo: bool):
+    from .domains.knowledge.experiment import EvalOptions
+    return EvalOptions(
+        data=None if demo else a.data, n=(a.n or None), start=0 if demo else a.start,
+        conditions=["base", "passage", "self-edit"] if demo else [c.strip() for c in a.conditions.split(",") if c.strip()],
+        out=(a.out or f"runs/demo-seed{a.seed}") if demo else a.out,
+        model=a.model, device=a.device, dtype=a.dtype, preset=a.preset, inner=_inner_overrides(a),
+        family=a.prompt, k=1 if demo else a.k, repeats=1 if demo else a.repeats, seed=a.seed, grader=a.grader,
+        judge_url=a.judge_url, judge_model=a.judge_model, judge_key_env=a.judge_key_env, gen_url=a.gen_url,
+        gen_key_env=a.gen_key_env, max_new_tokens=a.max_new_tokens, split=a.split, reward=a.reward,
+        show_progress=not a.no_progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    a = build_parser().parse_args(argv)
+    os.environ.setdefault("SEAL_COMMAND", "seal " + " ".join(shlex.quote(x) for x in argv))
+    from .logging_setup import quiet_libraries
+    quiet_libraries()
+    from .domains.knowledge.data import DataError
+    from .domains.knowledge.experiment import ConditionError, format_table, run_eval
+    from .domains.knowledge.graders import JudgeError
+    try:
+        if a.command == "demo" or (a.command == "knowledge" and a.kcommand == "eval"):
+            opts = _options(a, demo=a.command == "demo")
+            print(f"seal: {len(opts.conditions)} condition(s) on {'built-in eval passages' if not opts.data else opts.data}"
+                  f" -> {opts.out}", file=sys.stderr)
+            payload = run_eval(opts, log=lambda m: print(m, file=sys.stderr))
+            print(format_table(payload["conditions"]))
+            print(f"results: {os.path.join(opts.out, 'results.json')}")
+            return 0
+    except (DataError, ConditionError, JudgeError, ValueError, FileNotFoundError) as e:
+        print(f"seal: error: {e}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

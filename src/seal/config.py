@@ -1,0 +1,78 @@
+"""Run options as dataclasses. Presets are data: the paper's settings and the calibrated small-model settings."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass
+class InnerConfig:
+    """The inner-loop update: one LoRA adapter per self-edit, trained on its sequences.
+
+    The defaults are the `small` preset, calibrated for the built-in SmolLM2-135M (see docs/RESULTS.md):
+    the paper's q/v-only rank-32 adapter at 10 epochs puts almost nothing into a 135M model.
+    """
+    rank: int = 32
+    alpha: float = 64.0
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    lr: float = 5e-4
+    epochs: int = 30
+    batch_size: int = 1
+    schedule: str = "linear"          # linear decay to 0 (paper), cosine, or constant
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_seq_len: int = 512
+    # Batched training: how many adapters share one pass, and the padded-token budget of one micro-batch.
+    adapters_per_pack: int = 8
+    micro_batch_tokens: int = 4096
+
+    def __post_init__(self):
+        self.target_modules = tuple(self.target_modules)
+        problems = []
+        if self.rank < 1: problems.append(f"rank must be >= 1, got {self.rank}")
+        if not 0 <= self.dropout < 1: problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 < self.lr < 1: problems.append(f"lr must be in (0, 1), got {self.lr}")
+        if self.epochs < 1: problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1: problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.schedule not in ("linear", "cosine", "constant"):
+            problems.append(f"schedule must be linear, cosine or constant, got {self.schedule!r}")
+        if self.adapters_per_pack < 1: problems.append("adapters_per_pack must be >= 1")
+        if problems:
+            raise ValueError("invalid inner-loop settings: " + "; ".join(problems))
+
+
+PRESETS: dict[str, dict] = {
+    # Paper (Zweiger et al. 2025, knowledge incorporation): LoRA r32/alpha64 on q_proj and v_proj,
+    # lr 1e-3 decayed linearly, 10 epochs, batch 1.
+    "paper": dict(rank=32, alpha=64.0, dropout=0.0, target_modules=("q_proj", "v_proj"), lr=1e-3,
+                  epochs=10, batch_size=1, schedule="linear"),
+    # Calibrated for SmolLM2-135M on CPU: all linear layers, lr 5e-4, 30 epochs.
+    "small": {},
+}
+
+
+def inner_preset(name: str, **overrides) -> InnerConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    values = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
+    return InnerConfig(**values)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 0.95
+    batch_size: int = 16
+
+
+@dataclass
+class AnswerConfig:
+    max_new_tokens: int = 32
+    batch_size: int = 32

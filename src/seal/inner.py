@@ -1,0 +1,151 @@
+"""The inner loop: self-edits -> adapters trained together -> answers in one batched generation -> rewards.
+
+`InnerLoop.run` takes any number of trials (self-edits of one or many contexts), trains them in packs of
+`adapters_per_pack` adapters over the frozen base, answers every trial's questions in one batched generation
+with each row routed to its adapter, grades them, and reports each result as soon as its pack is done. With
+`adapters_per_pack=1` it is the plain one-at-a-time loop. The base model's answers are computed once per
+context (`base_evaluations`) and never per trial.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from tqdm.auto import tqdm
+
+from .adapters import AdapterPack, TrainJob, train_pack
+from .config import InnerConfig
+from .domains.base import Evaluation, Update
+from .generation import generate
+from .models import LoadedModel
+
+
+@dataclass
+class Trial:
+    key: Any                      # the caller's identifier, handed back in the result
+    context: Any
+    update: Update
+    seed: int
+    self_edit: str | None = None  # the raw text the update came from, for the record
+
+
+@dataclass
+class TrialResult:
+    key: Any
+    evaluation: Evaluation | None
+    reward: float
+    error: str | None = None
+    steps: int = 0
+    final_loss: float | None = None
+    seconds: float = 0.0
+    adapter: dict | None = field(default=None, repr=False)
+
+
+def tokenize_update(tokenizer, update: Update, max_len: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids and loss masks: whole texts count in full; (prompt, completion) pairs count the completion."""
+    ids, masks = [], []
+    for text in update.texts:
+        seq = tokenizer(text)["input_ids"][:max_len]
+        ids.append(seq)
+        masks.append([1] * len(seq))
+    for prompt, completion in update.pairs:
+        p = tokenizer(prompt)["input_ids"]
+        seq = (p + tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])[:max_len]
+        ids.append(seq)
+        masks.append([0] * min(len(p), len(seq)) + [1] * max(0, len(seq) - len(p)))
+    return ids, masks
+
+
+class InnerLoop:
+    def __init__(self, lm: LoadedModel, domain, cfg: InnerConfig | None = None, answer_tokens: int = 32,
+                 answer_batch: int = 32, show_progress: bool = True):
+        self.lm = lm
+        self.domain = domain
+        self.cfg = cfg or InnerConfig()
+        self.answer_tokens = answer_tokens
+        self.answer_batch = answer_batch
+        self.show_progress = show_progress
+
+    def answer(self, contexts: Sequence[Any], pack=None, adapter_of: Sequence[int] | None = None,
+               desc: str = "answering") -> list[list[str]]:
+        """Answers to every context's questions, in one batched generation; context c uses adapter
+        adapter_of[c] of `pack` (or the base)."""
+        prompts, rows, owners = [], [], []
+        for c, ctx in enumerate(contexts):
+            ps = self.domain.eval_prompts(ctx)
+            prompts += ps
+            owners += [c] * len(ps)
+            rows += [adapter_of[c] if adapter_of is not None else -1] * len(ps)
+        with tqdm(total=len(prompts), desc=desc, unit="q", disable=not self.show_progress, leave=False) as bar:
+            texts = generate(self.lm, prompts, max_new_tokens=self.answer_tokens, batch_size=self.answer_batch,
+                             pack=pack, adapter_index=rows if pack is not None else None,
+                             stop_at_newline=True, progress=bar.update)
+        out: list[list[str]] = [[] for _ in contexts]
+        for owner, text in zip(owners, texts):
+            out[owner].append(text)
+        return out
+
+    def base_evaluations(self, contexts: Sequence[Any]) -> list[Evaluation]:
+        answers = self.answer(contexts, desc="base answers")
+        return [self.domain.grade(ctx, a) for ctx, a in zip(contexts, answers)]
+
+    def run(self, trials: Sequence[Trial], bases: dict | None = None,
+            on_result: Callable[[TrialResult], None] | None = None, keep_adapters: bool = False) -> list[TrialResult]:
+        """Run every trial. `bases` maps id(context)->base Evaluation for the `gain` reward (optional)."""
+        results: list[TrialResult] = []
+        valid = []
+        for t in trials:
+            if t.update.error:
+                r = TrialResult(t.key, None, 0.0, error=t.update.error)
+                results.append(r)
+                if on_result:
+                    on_result(r)
+            else:
+                valid.append(t)
+        size = self.cfg.adapters_per_pack
+        with tqdm(total=len(valid), desc="trials", unit="trial", disable=not self.show_progress) as bar:
+            for start in range(0, len(valid), size):
+                for r in self._run_pack(valid[start:start + size], bases or {}, keep_adapters):
+                    results.append(r)
+                    if on_result:
+                        on_result(r)
+                    bar.update(1)
+        return results
+
+    def _run_pack(self, trials: list[Trial], bases: dict, keep_adapters: bool) -> list[TrialResult]:
+        cfg, tok = self.cfg, self.lm.tokenizer
+        t0 = time.perf_counter()
+        jobs = []
+        for t in trials:
+            ids, masks = tokenize_update(tok, t.update, cfg.max_seq_len)
+            ov = t.update.overrides
+            jobs.append(TrainJob(ids, masks, lr=float(ov.get("lr", cfg.lr)), epochs=int(ov.get("epochs", cfg.epochs)),
+                                 batch_size=int(ov.get("batch_size", cfg.batch_size)), seed=t.seed))
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        with AdapterPack(self.lm.model, len(trials), cfg.rank, cfg.alpha, cfg.dropout, cfg.target_modules,
+                         seeds=[t.seed for t in trials]) as pack:
+            total = max(len(j.batches()) for j in jobs)
+            with tqdm(total=total, desc=f"training {len(trials)} adapter(s)", unit="step",
+                      disable=not self.show_progress, leave=False) as bar:
+                outcomes = train_pack(pack, jobs, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps,
+                                      weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+                                      micro_batch_tokens=cfg.micro_batch_tokens, pad_id=pad,
+                                      progress=lambda done, tot: bar.update(done - bar.n))
+            ok = [i for i, o in enumerate(outcomes) if o.failed is None]
+            answers = self.answer([trials[i].context for i in ok], pack=pack, adapter_of=ok,
+                                  desc="adapter answers") if ok else []
+            adapters = {i: pack.adapter_state(i) for i in ok} if keep_adapters else {}
+        seconds = (time.perf_counter() - t0) / len(trials)  # the pack's time, shared equally
+        results = []
+        answer_of = dict(zip(ok, answers))
+        for i, (t, o) in enumerate(zip(trials, outcomes)):
+            if o.failed is not None:
+                results.append(TrialResult(t.key, None, 0.0, error=f"training diverged: {o.failed}", steps=o.steps,
+                                           final_loss=o.final_loss, seconds=seconds))
+                continue
+            ev = self.domain.grade(t.context, answer_of[i])
+            reward = self.domain.reward(ev, bases.get(id(t.context)))
+            results.append(TrialResult(t.key, ev, reward, steps=o.steps, final_loss=o.final_loss, seconds=seconds,
+                                       adapter=adapters.get(i)))
+        return results
