@@ -31,7 +31,7 @@ class MultiLoraLinear(nn.Module):
     """A frozen Linear plus k stacked LoRA adapters: y = W x + scale * B[a] A[a] x for the row's adapter a."""
 
     def __init__(self, base: nn.Linear, n_adapters: int, rank: int, alpha: float, dropout: float,
-                 router: _Router):
+                 router: _Router, param_dtype: torch.dtype = torch.float32):
         super().__init__()
         self.base = base
         self.router = router
@@ -39,8 +39,8 @@ class MultiLoraLinear(nn.Module):
         self.dropout = dropout
         dev = base.weight.device
         # Adapter weights in fp32 (as PEFT keeps them); the forward casts them to the activations' dtype.
-        self.lora_A = nn.Parameter(torch.zeros(n_adapters, rank, base.in_features, device=dev))
-        self.lora_B = nn.Parameter(torch.zeros(n_adapters, base.out_features, rank, device=dev))
+        self.lora_A = nn.Parameter(torch.zeros(n_adapters, rank, base.in_features, device=dev, dtype=param_dtype))
+        self.lora_B = nn.Parameter(torch.zeros(n_adapters, base.out_features, rank, device=dev, dtype=param_dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
@@ -88,7 +88,8 @@ class AdapterPack:
     """k LoRA adapters installed on a model. Use as a context manager; leaving it restores the base."""
 
     def __init__(self, model: nn.Module, n_adapters: int, rank: int, alpha: float, dropout: float = 0.0,
-                 target_modules=("q_proj", "v_proj"), seeds: list[int] | None = None):
+                 target_modules=("q_proj", "v_proj"), seeds: list[int] | None = None,
+                 param_dtype: torch.dtype = torch.float32):
         self.model = model
         self.n = n_adapters
         self.rank = rank
@@ -98,7 +99,7 @@ class AdapterPack:
         self.layers: dict[str, MultiLoraLinear] = {}
         for name in self.names:
             base = model.get_submodule(name)
-            layer = MultiLoraLinear(base, n_adapters, rank, alpha, dropout, self.router)
+            layer = MultiLoraLinear(base, n_adapters, rank, alpha, dropout, self.router, param_dtype)
             _set_module(model, name, layer)
             self.layers[name] = layer
         seeds = seeds if seeds is not None else list(range(n_adapters))
@@ -117,7 +118,7 @@ class AdapterPack:
             fan_in = layer.lora_A.shape[2]
             bound = 1.0 / math.sqrt(fan_in)  # kaiming_uniform_ with a=sqrt(5)
             a = torch.empty(layer.lora_A.shape[1:]).uniform_(-bound, bound, generator=gen)
-            layer.lora_A[i].copy_(a)
+            layer.lora_A[i].copy_(a.to(layer.lora_A.dtype))
             layer.lora_B[i].zero_()
 
     def parameters(self) -> list[nn.Parameter]:
@@ -180,10 +181,10 @@ class StackedAdamW:
 
     @torch.no_grad()
     def grad_norms(self) -> torch.Tensor:
-        total = torch.zeros(self.n, dtype=torch.float32, device=self.params[0].device)
+        total = torch.zeros(self.n, dtype=self.params[0].dtype, device=self.params[0].device)
         for p in self.params:
             if p.grad is not None:
-                total += p.grad.float().pow(2).flatten(1).sum(1)
+                total += p.grad.to(total.dtype).pow(2).flatten(1).sum(1)
         return total.sqrt()
 
     @torch.no_grad()
@@ -192,15 +193,16 @@ class StackedAdamW:
         dev = self.params[0].device
         active = active.to(dev)
         self.steps += active.to(torch.float64).cpu()
-        clip = torch.ones(self.n, device=dev)
+        dt = self.params[0].dtype
+        clip = torch.ones(self.n, device=dev, dtype=dt)
         if max_grad_norm:
             norms = self.grad_norms()
             # As torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
             clip = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
         steps = self.steps.clamp(min=1)
-        bc1 = (1 - self.b1 ** steps).to(dev, torch.float32)
-        bc2_sqrt = (1 - self.b2 ** steps).sqrt().to(dev, torch.float32)
-        lrs = lrs.to(dev, torch.float32)
+        bc1 = (1 - self.b1 ** steps).to(dev, dt)
+        bc2_sqrt = (1 - self.b2 ** steps).sqrt().to(dev, dt)
+        lrs = lrs.to(dev, dt)
         for p, m, v in zip(self.params, self.m, self.v):
             if p.grad is None:
                 continue
@@ -300,10 +302,12 @@ def train_pack(pack: AdapterPack, jobs: list[TrainJob], schedule: str = "linear"
                 ids, mask, labels_mask, index = _collate(micro, jobs, pad_id, dev)
                 with pack.route(index):
                     logits = model(input_ids=ids, attention_mask=mask).logits
-                tok_loss = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
-                tok_loss = tok_loss * labels_mask[:, 1:]
+                logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))
+                tok_loss = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+                tok_loss = tok_loss * labels_mask[:, 1:].to(tok_loss.dtype)
                 row_loss = tok_loss.sum(1)
-                weights = torch.tensor([1.0 / max(1, n_targets[i]) for i, _ in micro], device=dev)
+                weights = torch.tensor([1.0 / max(1, n_targets[i]) for i, _ in micro], device=dev,
+                                       dtype=tok_loss.dtype)
                 per_row = row_loss * weights
                 finite = torch.isfinite(per_row.detach())
                 values = per_row.detach().tolist()

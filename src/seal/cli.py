@@ -12,8 +12,8 @@ from . import __version__
 def _inner_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inner loop (defaults: the preset)")
     g.add_argument("--preset", default="small", choices=["small", "paper"],
-                   help="small: calibrated for SmolLM2-135M (all linear layers, lr 5e-4, 30 epochs); "
-                        "paper: r32/alpha64 on q_proj,v_proj, lr 1e-3, 10 epochs")
+                   help="small (default): calibrated for SmolLM2-135M, r32/alpha64 on all 7 linear projections, lr 1e-3, "
+                        "10 epochs, batch 1; paper: the same on q_proj,v_proj only")
     g.add_argument("--rank", type=int)
     g.add_argument("--alpha", type=float)
     g.add_argument("--dropout", type=float)

@@ -9,15 +9,16 @@ from dataclasses import dataclass
 class InnerConfig:
     """The inner-loop update: one LoRA adapter per self-edit, trained on its sequences.
 
-    The defaults are the `small` preset, calibrated for the built-in SmolLM2-135M (see docs/RESULTS.md):
-    the paper's q/v-only rank-32 adapter at 10 epochs puts almost nothing into a 135M model.
+    The defaults are the `small` preset, calibrated for the built-in SmolLM2-135M (docs/RESULTS.md): the
+    paper's rank, alpha, lr, epochs and batch size, but on every linear layer, because the paper's q/v-only
+    adapter puts almost nothing into a 135M model.
     """
     rank: int = 32
     alpha: float = 64.0
     dropout: float = 0.0
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    lr: float = 5e-4
-    epochs: int = 30
+    lr: float = 1e-3
+    epochs: int = 10
     batch_size: int = 1
     schedule: str = "linear"          # linear decay to 0 (paper), cosine, or constant
     warmup_steps: int = 0
@@ -48,7 +49,7 @@ PRESETS: dict[str, dict] = {
     # lr 1e-3 decayed linearly, 10 epochs, batch 1.
     "paper": dict(rank=32, alpha=64.0, dropout=0.0, target_modules=("q_proj", "v_proj"), lr=1e-3,
                   epochs=10, batch_size=1, schedule="linear"),
-    # Calibrated for SmolLM2-135M on CPU: all linear layers, lr 5e-4, 30 epochs.
+    # Calibrated for SmolLM2-135M on CPU: the paper's settings on all seven linear projections.
     "small": {},
 }
 

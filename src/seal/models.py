@@ -47,10 +47,14 @@ def pick_device(device: str | None = None) -> torch.device:
 
 
 def pick_dtype(device: torch.device, dtype: str | None = None) -> torch.dtype:
-    """bf16 where the hardware computes it natively (CUDA with bf16, x86 CPUs with AVX512-BF16 or AMX), else fp32."""
+    """bf16 where the hardware computes it fast (CUDA with bf16, CPUs with AMX tiles), else fp32.
+
+    On CPUs with AVX512-BF16 but no AMX, bf16 training measured slower than fp32 here (a LoRA step on 232
+    tokens: 1.90 s bf16 against 1.53 s fp32, 2 cores), so those CPUs get fp32."""
     if dtype and dtype != "auto":
         names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-                 "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
+                 "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32,
+                 "fp64": torch.float64, "float64": torch.float64}
         if dtype not in names:
             raise ValueError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(names)}")
         return names[dtype]
@@ -66,7 +70,7 @@ def _cpu_has_bf16() -> bool:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+    return "amx_bf16" in flags
 
 
 def _clear_quantization_marks(model) -> None:

@@ -1,0 +1,143 @@
+"""The CLI end to end on a tiny random Llama folder (the same loading path as a hub model): results, resume
+after SIGKILL, and every kind of bad input."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from http.server import HTTPServer
+from pathlib import Path
+
+import pytest
+
+from .test_graders import _JudgeHandler
+
+
+def _cmd(tiny_dir, out, *extra):
+    return [sys.executable, "-m", "seal", "knowledge", "eval", "--model", str(tiny_dir), "--dtype", "fp32",
+            "--out", str(out), "--no-progress", "--epochs", "2", "--max-new-tokens", "24", *extra]
+
+
+def _run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+
+
+def _trials(out):
+    db = sqlite3.connect(out / "store.sqlite")
+    rows = db.execute("SELECT condition, context_id, sample, seed, finished, status, reward FROM trials").fetchall()
+    db.close()
+    return rows
+
+
+def test_cli_end_to_end_and_resume(tiny_dir, tmp_path):
+    out = tmp_path / "run"
+    r = _run(_cmd(tiny_dir, out, "--n", "3", "--conditions", "base,passage,self-edit"))
+    assert r.returncode == 0, r.stderr
+    assert "passage" in r.stdout and "95% CI" in r.stdout
+    res = json.loads((out / "results.json").read_text())["conditions"]
+    assert set(res) == {"base", "passage", "self-edit"}
+    for cond in res.values():
+        assert 0.0 <= cond["accuracy"] <= 1.0
+        assert cond["ci95"][0] <= cond["accuracy"] <= cond["ci95"][1]
+        assert cond["n_questions"] > 0
+    rows = _trials(out)
+    assert len(rows) == 6
+    r2 = _run(_cmd(tiny_dir, out, "--n", "3", "--conditions", "base,passage,self-edit"))
+    assert r2.returncode == 0 and "running" not in r2.stderr   # nothing left to run
+    assert _trials(out) == rows
+    r3 = _run(_cmd(tiny_dir, out, "--n", "3", "--conditions", "base,passage,self-edit", "--lr", "1e-4"))
+    assert r3.returncode == 2 and "other settings (inner)" in r3.stderr
+
+
+def test_sigkill_then_resume_loses_nothing_and_repeats_nothing(tiny_dir, tmp_path):
+    out = tmp_path / "run"
+    cmd = _cmd(tiny_dir, out, "--n", "6", "--conditions", "passage", "--adapters-per-pack", "1", "--epochs", "40")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if (out / "store.sqlite").exists():
+            try:
+                if len(_trials(out)) >= 2:
+                    break
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _trials(out)
+    assert 2 <= len(before) < 6, "the kill should land mid-run"
+    r = _run(cmd)
+    assert r.returncode == 0, r.stderr
+    after = _trials(out)
+    keys = [row[:4] for row in after]
+    assert len(after) == 6 and len(set(keys)) == 6
+    assert set(before) <= set(after)   # finished trials untouched: same rows, same finish times
+
+
+def test_bad_data_file_fails_before_model_work(tiny_dir, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"title": "T", "context": "text", "questions": [{"question": "Q?", "answer": 3}]}]))
+    t0 = time.time()
+    r = _run(_cmd(tiny_dir, tmp_path / "run", "--data", str(bad)))
+    assert r.returncode == 2
+    assert f"{bad}: record 0, field 'questions[0].answer': expected a string" in r.stderr
+    assert not (tmp_path / "run").exists()
+    assert time.time() - t0 < 60
+
+
+def test_unknown_condition_and_missing_file_passages(tiny_dir, tmp_path):
+    r = _run(_cmd(tiny_dir, tmp_path / "r", "--conditions", "base,magic"))
+    assert r.returncode == 2 and "unknown condition 'magic'" in r.stderr
+    other = tmp_path / "edits.json"
+    other.write_text(json.dumps([{"title": "X", "context": "Y", "questions": [{"question": "q", "answer": "a"}],
+                                  "completions": ["z"]}]))
+    r = _run(_cmd(tiny_dir, tmp_path / "r", "--conditions", f"file:{other}"))
+    assert r.returncode == 2 and "no record for passage" in r.stderr and str(other) in r.stderr
+
+
+def test_empty_self_edits_are_recorded_with_reward_zero(tiny_dir, tmp_path):
+    from seal.domains.knowledge.data import builtin_passages, select
+    chosen = select(builtin_passages("eval"), 2)
+    recs = [{"title": p.title, "context": p.context,
+             "questions": [{"question": q.question, "answer": q.answer} for q in p.questions],
+             "completions": ["   "] if i == 0 else ["1. A fact.\n2. Another fact."]} for i, p in enumerate(chosen)]
+    f = tmp_path / "edits.json"
+    f.write_text(json.dumps(recs))
+    out = tmp_path / "run"
+    r = _run(_cmd(tiny_dir, out, "--n", "2", "--conditions", f"file:{f}"))
+    assert r.returncode == 0, r.stderr
+    rows = {row[1]: row for row in _trials(out)}
+    assert rows[chosen[0].id][5] == "invalid" and rows[chosen[0].id][6] == 0.0
+    assert rows[chosen[1].id][5] == "ok"
+
+
+@pytest.fixture
+def judge_url():
+    server = HTTPServer(("127.0.0.1", 0), _JudgeHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_judge_run_keeps_the_key_out_of_every_file(tiny_dir, tmp_path, judge_url):
+    secret = "sk-live-DO-NOT-LEAK-4242"
+    env = {**os.environ, "SEAL_SECRET": secret}
+    out = tmp_path / "run"
+    r = _run(_cmd(tiny_dir, out, "--n", "1", "--conditions", "base,passage", "--grader", "judge",
+                  "--judge-url", judge_url, "--judge-model", "judge", "--judge-key-env", "SEAL_SECRET"), env=env)
+    assert r.returncode == 0, r.stderr
+    assert secret not in r.stdout + r.stderr
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_unreachable_judge_fails_before_training(tiny_dir, tmp_path):
+    t0 = time.time()
+    r = _run(_cmd(tiny_dir, tmp_path / "run", "--grader", "judge", "--judge-url", "http://127.0.0.1:9/v1"))
+    assert r.returncode == 2 and "judge is not usable" in r.stderr
+    assert not (tmp_path / "run" / "store.sqlite").exists()
+    assert time.time() - t0 < 60
