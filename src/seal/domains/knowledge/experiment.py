@@ -107,7 +107,9 @@ def settings_record(opts: EvalOptions, cfg: InnerConfig, data_label: str) -> dic
         d.pop(k)
     d["data"] = data_label
     d["inner"] = dataclasses.asdict(cfg)
-    return d
+    for perf_only in ("adapters_per_pack", "micro_batch_tokens"):  # speed knobs: same results either way
+        d["inner"].pop(perf_only)
+    return json.loads(json.dumps(d))  # as stored: tuples become lists
 
 
 def run_eval(opts: EvalOptions, log=print) -> dict:
