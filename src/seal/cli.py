@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     ksub = know.add_subparsers(dest="kcommand", required=True)
     ev = ksub.add_parser("eval", help="single-passage experiment: train on each passage's update, answer without it")
     _eval_args(ev)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bsub = bench.add_subparsers(dest="bcommand", required=True)
+    bsub.add_parser("inner-loop", help="the inner loop: original's way vs one at a time vs batched",
+                    add_help=False)
     return parser
 
 
@@ -105,6 +110,9 @@ def _options(a, demo: bool):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["bench", "inner-loop"]:
+        from .bench import main as bench_main
+        return bench_main(argv[2:])
     a = build_parser().parse_args(argv)
     os.environ.setdefault("SEAL_COMMAND", "seal " + " ".join(shlex.quote(x) for x in argv))
     from .logging_setup import quiet_libraries
