@@ -124,6 +124,8 @@ def resolve_model_path(name: str | None) -> str:
         return name
     target = cache_dir() / "models" / (gguf.stem + f"-{gguf.stat().st_size}")
     if not (target / "config.json").exists():
+        import sys
+        print(f"seal: converting {gguf.name} once into {target} (about 30 s)", file=sys.stderr)
         convert_gguf(gguf, target)
     return str(target)
 

@@ -177,20 +177,22 @@ def run_eval(opts: EvalOptions, log=print) -> dict:
         todo = [(p, s) for p in chosen for s in range(opts.k) if (p.id, s) not in stored]
         t0 = time.perf_counter()
         chunk = 16
-        for i in range(0, len(todo), chunk):
-            part = todo[i:i + chunk]
-            if name == "self-edit":
-                prompts = [domain.self_edit_prompt(p) for p, _ in part]
-                seed = trial_seed(opts.seed, "gen", part[0][0].id, part[0][1])
-                texts = generate(lm, prompts, max_new_tokens=opts.max_new_tokens, temperature=opts.temperature,
-                                 top_p=opts.top_p, batch_size=chunk, seed=seed)
-            else:
-                plain = [domain.family.user_text(p.title, p.context) for p, _ in part]
-                texts = generate_openai(opts.gen_url, name[9:], plain, key_env=opts.gen_key_env,
-                                        temperature=opts.temperature, top_p=opts.top_p)
-                prompts = plain
-            store.add_self_edits(0, name, [(p.id, s, pr, t) for (p, s), pr, t in zip(part, prompts, texts)])
-            log(f"  self-edits [{name}]: {min(i + chunk, len(todo))}/{len(todo)}")
+        from tqdm.auto import tqdm
+        with tqdm(total=len(todo), desc=f"self-edits [{name}]", unit="edit", disable=not opts.show_progress) as bar:
+            for i in range(0, len(todo), chunk):
+                part = todo[i:i + chunk]
+                if name == "self-edit":
+                    prompts = [domain.self_edit_prompt(p) for p, _ in part]
+                    seed = trial_seed(opts.seed, "gen", part[0][0].id, part[0][1])
+                    texts = generate(lm, prompts, max_new_tokens=opts.max_new_tokens, temperature=opts.temperature,
+                                     top_p=opts.top_p, batch_size=chunk, seed=seed)
+                else:
+                    plain = [domain.family.user_text(p.title, p.context) for p, _ in part]
+                    texts = generate_openai(opts.gen_url, name[9:], plain, key_env=opts.gen_key_env,
+                                            temperature=opts.temperature, top_p=opts.top_p)
+                    prompts = plain
+                store.add_self_edits(0, name, [(p.id, s, pr, t) for (p, s), pr, t in zip(part, prompts, texts)])
+                bar.update(len(part))
         if todo:
             timings[f"{name}:generate"] = timings.get(f"{name}:generate", 0.0) + time.perf_counter() - t0
             store.set_meta("timings", timings)
