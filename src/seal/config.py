@@ -63,17 +63,3 @@ def inner_preset(name: str, **overrides) -> InnerConfig:
 
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
-
-
-@dataclass
-class GenerationConfig:
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 0.95
-    batch_size: int = 16
-
-
-@dataclass
-class AnswerConfig:
-    max_new_tokens: int = 32
-    batch_size: int = 32
