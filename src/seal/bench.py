@@ -128,7 +128,7 @@ def run_original(lm, domain, trials, cfg, pad_to: int) -> dict:
         peft_model.save_pretrained(tmp / "final_adapter")                       # the hand-off through disk
         base = peft_model.unload()
         loaded = PeftModel.from_pretrained(base, tmp / "final_adapter")
-        answers = _answers_plain(replace_model(lm, loaded), domain, t.context)
+        answers = _answers_plain(replace(lm, model=loaded), domain, t.context)
         domain.grade(t.context, answers)
         loaded.unload()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -147,10 +147,6 @@ class _ListDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return {k: torch.tensor(v) for k, v in self.rows[i].items()}
-
-
-def replace_model(lm, model):
-    return replace(lm, model=model)
 
 
 def _answers_plain(lm, domain, context):

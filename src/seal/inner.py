@@ -125,13 +125,14 @@ class InnerLoop:
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         with AdapterPack(self.lm.model, len(trials), cfg.rank, cfg.alpha, cfg.dropout, cfg.target_modules,
                          seeds=[t.seed for t in trials]) as pack:
-            total = max(len(j.batches()) for j in jobs)
-            with tqdm(total=total, desc=f"training {len(trials)} adapter(s)", unit="step",
+            with tqdm(desc=f"training {len(trials)} adapter(s)", unit="step",
                       disable=not self.show_progress, leave=False) as bar:
+                def progress(done, total):
+                    bar.total = total  # train_pack knows the step count; no need to plan the batches twice
+                    bar.update(done - bar.n)
                 outcomes = train_pack(pack, jobs, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps,
                                       weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-                                      micro_batch_tokens=cfg.micro_batch_tokens, pad_id=pad,
-                                      progress=lambda done, tot: bar.update(done - bar.n))
+                                      micro_batch_tokens=cfg.micro_batch_tokens, pad_id=pad, progress=progress)
             ok = [i for i, o in enumerate(outcomes) if o.failed is None]
             answers = self.answer([trials[i].context for i in ok], pack=pack, adapter_of=ok,
                                   desc="adapter answers") if ok else []

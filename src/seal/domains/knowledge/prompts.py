@@ -17,8 +17,7 @@ class PromptFamily:
     label: str                # the start of the model's reply
 
     def user_text(self, title: str, context: str) -> str:
-        body = self.instruction.format(title=title, context=context)
-        return body
+        return self.instruction.format(title=title, context=context)
 
 
 _PASSAGE = "Passage:\n{title}\n{context}\n"
