@@ -2,6 +2,14 @@
 __version__ = "0.1.0"
 
 from .config import InnerConfig, inner_preset  # noqa: E402
-from .models import load_model  # noqa: E402
+
+
+def __getattr__(name):
+    # Lazy, so that torch-free parts (the ARC task code, the report) import without loading torch.
+    if name == "load_model":
+        from .models import load_model
+        return load_model
+    raise AttributeError(f"module 'seal' has no attribute {name!r}")
+
 
 __all__ = ["InnerConfig", "inner_preset", "load_model", "__version__"]

@@ -155,9 +155,31 @@ class AdapterPack:
         return out
 
     @torch.no_grad()
+    def merge(self, i: int) -> None:
+        """Add adapter i into the base weights for good (W += scale * B A), as PEFT's merge_and_unload.
+        The base Linear modules are the model's own, so the merge outlives `close()`."""
+        for layer in self.layers.values():
+            _add_lora(layer.base.weight, layer.lora_A[i], layer.lora_B[i], layer.scale)
+
+    @torch.no_grad()
     def finite(self, i: int) -> bool:
         return all(torch.isfinite(layer.lora_A[i]).all() and torch.isfinite(layer.lora_B[i]).all()
                    for layer in self.layers.values())
+
+
+@torch.no_grad()
+def _add_lora(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: float) -> None:
+    """weight += scale * B A, summed in fp64 so the merge adds no rounding of its own."""
+    weight.copy_((weight.to(torch.float64) + scale * (b.to(torch.float64) @ a.to(torch.float64))).to(weight.dtype))
+
+
+def merge_adapter_state(model: nn.Module, state: dict[str, torch.Tensor], scale: float) -> None:
+    """Merge an adapter kept by `AdapterPack.adapter_state` (PEFT-format keys) into a model's weights."""
+    prefix, suffix = "base_model.model.", ".lora_A.weight"
+    for key, a in state.items():
+        if key.endswith(suffix):
+            name = key[len(prefix):-len(suffix)]
+            _add_lora(model.get_submodule(name).weight, a, state[key[:-len(suffix)] + ".lora_B.weight"], scale)
 
 
 class StackedAdamW:

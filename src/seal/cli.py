@@ -88,6 +88,47 @@ def build_parser() -> argparse.ArgumentParser:
     ev = ksub.add_parser("eval", help="single-passage experiment: train on each passage's update, answer without it")
     _eval_args(ev)
 
+    tr = ksub.add_parser("train", help="SEAL's outer loop (ReST-EM): rounds of sample -> score -> select -> finetune")
+    tr.add_argument("--train-data", default="builtin:train",
+                    help="training passages (same forms as --data; default builtin:train)")
+    tr.add_argument("--data", help="eval passages (default builtin:eval)")
+    tr.add_argument("--n", type=int, default=30, help="eval passages (after the seed-42 shuffle)")
+    tr.add_argument("--rounds", type=int, default=2)
+    tr.add_argument("--contexts", type=int, default=50, help="training passages per round, disjoint across rounds")
+    tr.add_argument("--k", type=int, default=5, help="self-edits sampled per training passage")
+    tr.add_argument("--repeats", type=int, default=3, help="inner-loop seeds per self-edit (reward = mean)")
+    tr.add_argument("--selection", default="best", choices=["best", "best-beats-base", "all-beat-base"],
+                    help="best (paper): the best self-edit per passage even below the base; best-beats-base; "
+                         "all-beat-base")
+    tr.add_argument("--student", help="a separate model that the inner loop updates and evaluates (teacher/student)")
+    tr.add_argument("--eval-rounds", default="all", choices=["all", "last", "none"],
+                    help="evaluate on the eval passages after every round (default), only before and after, or not")
+    tr.add_argument("--out", default="runs/knowledge-train")
+    g = tr.add_argument_group("generator finetune (defaults: the paper's r64/alpha128, lr 3e-4, 2 epochs, batch 10)")
+    for flag, typ in (("rank", int), ("alpha", float), ("lr", float), ("epochs", int), ("batch-size", int)):
+        g.add_argument(f"--sft-{flag}", type=typ)
+    _eval_args(tr, demo=True)
+
+    cpt = ksub.add_parser("cpt", help="continued pretraining: n passages' self-edits pooled into one update")
+    _eval_args(cpt)
+    cpt.set_defaults(out="runs/knowledge-cpt")
+    cpt.add_argument("--update", default="lora", choices=["lora", "full"],
+                     help="one LoRA adapter (default; paper v1) or full finetuning of every weight (paper v2)")
+
+    seq = ksub.add_parser("sequential", help="sequential self-edits merged one after another (forgetting)")
+    _eval_args(seq)
+    seq.set_defaults(out="runs/knowledge-sequential", conditions="self-edit")
+    seq.add_argument("--streams", type=int, default=4, help="independent streams (default 4)")
+    seq.add_argument("--length", type=int, default=8, help="passages per stream (default 8)")
+    seq.add_argument("--pick", default="accuracy", choices=["accuracy", "forgetting"],
+                     help="with --k > 1: merge the candidate with the best accuracy on the new passage, or the best "
+                          "forgetting-aware reward (new-passage accuracy minus accuracy lost on earlier ones)")
+    seq.add_argument("--forget-weight", type=float, default=1.0)
+    seq.add_argument("--edit", default="self-edit", choices=["self-edit", "passage"])
+
+    rep = sub.add_parser("report", help="Markdown + HTML report (tables, plots) of a run folder, finished or not")
+    rep.add_argument("run_dir")
+
     bench = sub.add_parser("bench", help="benchmarks")
     bsub = bench.add_subparsers(dest="bcommand", required=True)
     bsub.add_parser("inner-loop", help="the inner loop: original's way vs one at a time vs batched",
@@ -106,6 +147,18 @@ def _options(a, demo: bool):
         judge_url=a.judge_url, judge_model=a.judge_model, judge_key_env=a.judge_key_env, gen_url=a.gen_url,
         gen_key_env=a.gen_key_env, max_new_tokens=a.max_new_tokens, split=a.split, reward=a.reward,
         show_progress=not a.no_progress)
+
+
+def _train_options(a):
+    from .domains.knowledge.train import TrainOptions
+    base = _options(a, demo=True)
+    sft = {"rank": a.sft_rank, "alpha": a.sft_alpha, "lr": a.sft_lr, "epochs": a.sft_epochs,
+           "batch_size": a.sft_batch_size}
+    fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
+    fields.update(data=a.data, n=a.n or None, out=a.out, k=a.k, repeats=a.repeats, train_data=a.train_data,
+                  rounds=a.rounds, contexts=a.contexts, selection=a.selection, student=a.student,
+                  eval_rounds=a.eval_rounds, sft={k: v for k, v in sft.items() if v is not None})
+    return TrainOptions(**fields)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,6 +180,43 @@ def main(argv: list[str] | None = None) -> int:
                   f" -> {opts.out}", file=sys.stderr)
             payload = run_eval(opts, log=lambda m: print(m, file=sys.stderr))
             print(format_table(payload["conditions"]))
+            print(f"results: {os.path.join(opts.out, 'results.json')}")
+            return 0
+        if a.command == "knowledge" and a.kcommand == "cpt":
+            from .domains.knowledge.cpt import CPTOptions, run_cpt
+            base = _options(a, demo=False)
+            opts = CPTOptions(**{f: getattr(base, f) for f in base.__dataclass_fields__}, update=a.update)
+            payload = run_cpt(opts, log=lambda m: print(m, file=sys.stderr))
+            print(format_table(payload["conditions"]))
+            for name, r in payload["conditions"].items():
+                print(f"{name}: micro accuracy {100 * r['accuracy_micro']:.1f}% over {r['n_questions']} questions")
+            print(f"results: {os.path.join(opts.out, 'results.json')}")
+            return 0
+        if a.command == "knowledge" and a.kcommand == "sequential":
+            from .domains.knowledge.sequential import SequentialOptions, format_matrix, run_sequential
+            base = _options(a, demo=False)
+            fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
+            opts = SequentialOptions(**fields, streams=a.streams, length=a.length, pick=a.pick,
+                                     forget_weight=a.forget_weight, edit=a.edit)
+            payload = run_sequential(opts, log=lambda m: print(m, file=sys.stderr))
+            print(format_matrix(payload["forgetting"]))
+            from .report import write_report
+            paths = write_report(opts.out)
+            print(f"results: {os.path.join(opts.out, 'results.json')}; report: {paths.get('html', '')}")
+            return 0
+        if a.command == "report":
+            from .report import main as report_main
+            return report_main([a.run_dir])
+        if a.command == "knowledge" and a.kcommand == "train":
+            from .domains.knowledge.train import run_train
+            opts = _train_options(a)
+            print(f"seal: {opts.rounds} ReST-EM round(s), {opts.contexts} passages x {opts.k} self-edits x "
+                  f"{opts.repeats} seed(s) per round -> {opts.out}", file=sys.stderr)
+            payload = run_train(opts, log=lambda m: print(m, file=sys.stderr))
+            print(format_table(payload["conditions"]))
+            for r in payload["rounds"]:
+                print(f"round {r['round']}: mean reward {r['mean_reward']:.3f}, best-of-k {r['mean_best_of_k']:.3f}, "
+                      f"{r['selected']} selected")
             print(f"results: {os.path.join(opts.out, 'results.json')}")
             return 0
     except (DataError, ConditionError, JudgeError, ValueError, FileNotFoundError) as e:

@@ -50,7 +50,7 @@ def tokenize_update(tokenizer, update: Update, max_len: int) -> tuple[list[list[
         ids.append(seq)
         masks.append([1] * len(seq))
     for prompt, completion in update.pairs:
-        p = tokenizer(prompt)["input_ids"]
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]  # rendered prompts carry their own markers
         seq = (p + tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])[:max_len]
         ids.append(seq)
         masks.append([0] * min(len(p), len(seq)) + [1] * max(0, len(seq) - len(p)))

@@ -97,6 +97,11 @@ class RunStore:
                  json.dumps(grades) if grades is not None else None,
                  accuracy, reward, error, steps, final_loss, seconds, time.time()))
 
+    def drop_trials(self, round_: int) -> None:
+        """Forget a round's trials (a unit of work that must be redone whole, e.g. an interrupted stream)."""
+        with self.db:
+            self.db.execute("DELETE FROM trials WHERE round=?", (round_,))
+
     def trials(self, round_: int | None = None, condition: str | None = None) -> list[dict]:
         q, args = "SELECT * FROM trials WHERE 1=1", []
         if round_ is not None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...config import InnerConfig, inner_preset
-from ...domains.base import Update
+from ...domains.base import Evaluation
 from ...stats import mean_ci95
 from ...store import RunStore
 from .data import DataError, Passage, load_passages, resolve_data, select
@@ -112,8 +112,114 @@ def settings_record(opts: EvalOptions, cfg: InnerConfig, data_label: str) -> dic
     return json.loads(json.dumps(d))  # as stored: tuples become lists
 
 
+def open_store(out: Path, settings: dict, kind: str) -> RunStore:
+    """The run's store; a folder that holds a run with other settings is refused, naming what differs."""
+    store = RunStore(Path(out) / "store.sqlite")
+    old = store.get_meta("settings")
+    if old is not None and old != settings:
+        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        store.close()
+        raise ValueError(f"{out} holds a run with other settings ({', '.join(diff)}); use another --out "
+                         "or the same options to resume")
+    store.set_meta("settings", settings)
+    store.set_meta("kind", kind)
+    store.set_meta("command", os.environ.get("SEAL_COMMAND", ""))
+    return store
+
+
+def make_grader_checked(opts):
+    """The grader, checked before any model work (an unreachable judge fails now); None means the local judge,
+    which needs the model."""
+    if opts.grader == "local-judge":
+        return None
+    grader = make_grader(opts.grader, None, opts.judge_url, opts.judge_model, opts.judge_key_env)
+    grader.check()
+    return grader
+
+
+def build_domain(opts, lm, grader) -> KnowledgeDomain:
+    from ...generation import render_prompt
+    render = lambda text, prefix="": render_prompt(lm, text, prefix)
+    return KnowledgeDomain(opts.family, SequenceOptions(split=opts.split, title_prefix=opts.title_prefix),
+                           grader or make_grader("local-judge", lm), render, opts.reward)
+
+
+def add_timing(store: RunStore, name: str, seconds: float) -> None:
+    timings = store.get_meta("timings") or {}
+    timings[name] = timings.get(name, 0.0) + seconds
+    store.set_meta("timings", timings)
+
+
+def ensure_base_evals(store: RunStore, loop, model_key: str, contexts: list[Passage]) -> dict[str, Evaluation]:
+    """The base model's evaluation of each context, computed once and stored under `model_key`."""
+    bases = store.base_evals(model_key)
+    missing = [p for p in contexts if p.id not in bases]
+    if missing:
+        t0 = time.perf_counter()
+        evs = loop.base_evaluations(missing)
+        store.add_base_evals(model_key, [(p.id, e.answers, e.grades, e.accuracy) for p, e in zip(missing, evs)])
+        add_timing(store, f"base:{model_key}", time.perf_counter() - t0)
+        bases = store.base_evals(model_key)
+    return {p.id: Evaluation(bases[p.id]["answers"], bases[p.id]["grades"], bases[p.id]["accuracy"])
+            for p in contexts}
+
+
+def ensure_self_edits(store: RunStore, lm, domain: KnowledgeDomain, round_: int, source: str,
+                      contexts: list[Passage], k: int, opts, endpoint: str | None = None,
+                      seed_tag: tuple = ("gen",), chunk: int = 16) -> dict[str, list[str]]:
+    """k self-edits per context, sampled in chunks that are stored as they finish (a rerun samples only the
+    missing chunks, with the same seeds). From `lm`, or from an OpenAI-compatible `endpoint` model.
+    A chunk's sampling seed is derived from the run seed, `seed_tag` and the chunk's first item."""
+    from tqdm.auto import tqdm
+
+    from ...generation import generate, generate_openai
+
+    stored = store.self_edits(round_, source)
+    todo = [(p, s) for p in contexts for s in range(k) if (p.id, s) not in stored]
+    t0 = time.perf_counter()
+    with tqdm(total=len(todo), desc=f"self-edits [{source} r{round_}]", unit="edit",
+              disable=not opts.show_progress) as bar:
+        for i in range(0, len(todo), chunk):
+            part = todo[i:i + chunk]
+            if endpoint is None:
+                prompts = [domain.self_edit_prompt(p) for p, _ in part]
+                seed = trial_seed(opts.seed, *seed_tag, part[0][0].id, part[0][1])
+                texts = generate(lm, prompts, max_new_tokens=opts.max_new_tokens, temperature=opts.temperature,
+                                 top_p=opts.top_p, batch_size=chunk, seed=seed)
+            else:
+                prompts = [domain.family.user_text(p.title, p.context) for p, _ in part]
+                texts = generate_openai(opts.gen_url, endpoint, prompts, key_env=opts.gen_key_env,
+                                        temperature=opts.temperature, top_p=opts.top_p)
+            store.add_self_edits(round_, source, [(p.id, s, pr, t) for (p, s), pr, t in zip(part, prompts, texts)])
+            bar.update(len(part))
+    if todo:
+        add_timing(store, f"generate:{source}:{round_}", time.perf_counter() - t0)
+    stored = store.self_edits(round_, source)
+    return {p.id: [stored[(p.id, s)] for s in range(k)] for p in contexts}
+
+
+def trial_recorder(store: RunStore, trials: list):
+    """A callback that stores each finished trial (one transaction each)."""
+    by_key = {t.key: t for t in trials}
+
+    def record(res):
+        t = by_key[res.key]
+        ev = res.evaluation
+        status = "ok" if res.error is None else ("invalid" if t.update.error else "failed")
+        store.add_trial(res.key, status=status, reward=res.reward, self_edit=t.self_edit,
+                        sequences=t.update.texts, answers=ev.answers if ev else None,
+                        grades=ev.grades if ev else None, accuracy=ev.accuracy if ev else 0.0,
+                        error=res.error, steps=res.steps, final_loss=res.final_loss, seconds=res.seconds)
+    return record
+
+
+def write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
+
+
 def run_eval(opts: EvalOptions, log=print) -> dict:
-    from ...generation import generate, generate_openai, render_prompt
     from ...inner import InnerLoop, Trial
     from ...models import load_model
 
@@ -126,44 +232,16 @@ def run_eval(opts: EvalOptions, log=print) -> dict:
     cfg = inner_preset(opts.preset, **opts.inner)
     if any(c.startswith("endpoint:") for c in conditions) and not opts.gen_url:
         raise ConditionError("an endpoint: condition needs --gen-url (an OpenAI-compatible base URL)")
-    grader = make_grader(opts.grader, None, opts.judge_url, opts.judge_model, opts.judge_key_env) \
-        if opts.grader != "local-judge" else None
-    if grader is not None:
-        grader.check()  # an unreachable judge fails now, before any training
-
+    grader = make_grader_checked(opts)
     out = Path(opts.out)
-    store = RunStore(out / "store.sqlite")
-    settings = settings_record(opts, cfg, data_label)
-    old = store.get_meta("settings")
-    if old is not None and old != settings:
-        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        store.close()
-        raise ValueError(f"{out} holds a run with other settings ({', '.join(diff)}); use another --out "
-                         "or the same options to resume")
-    store.set_meta("settings", settings)
+    store = open_store(out, settings_record(opts, cfg, data_label), "knowledge-eval")
 
     lm = load_model(opts.model, opts.device, opts.dtype)
-    if grader is None:
-        grader = make_grader("local-judge", lm)
-    render = lambda text, prefix="": render_prompt(lm, text, prefix)
-    domain = KnowledgeDomain(opts.family, SequenceOptions(split=opts.split, title_prefix=opts.title_prefix),
-                             grader, render, opts.reward)
+    domain = build_domain(opts, lm, grader)
     loop = InnerLoop(lm, domain, cfg, answer_tokens=opts.answer_tokens, show_progress=opts.show_progress)
-    timings = store.get_meta("timings") or {}
 
     # 2. Base answers, once per context.
-    model_key = lm.name
-    bases = store.base_evals(model_key)
-    missing = [p for p in chosen if p.id not in bases]
-    if missing:
-        t0 = time.perf_counter()
-        evs = loop.base_evaluations(missing)
-        store.add_base_evals(model_key, [(p.id, e.answers, e.grades, e.accuracy) for p, e in zip(missing, evs)])
-        timings["base"] = timings.get("base", 0.0) + time.perf_counter() - t0
-        store.set_meta("timings", timings)
-        bases = store.base_evals(model_key)
-    from ...domains.base import Evaluation
-    base_ev = {p.id: Evaluation(bases[p.id]["answers"], bases[p.id]["grades"], bases[p.id]["accuracy"]) for p in chosen}
+    base_ev = ensure_base_evals(store, loop, lm.name, chosen)
 
     # 3. Self-edits: the model's own (sampled and stored in chunks), from a file, or from an endpoint.
     edits: dict[str, dict[str, list[str]]] = {}
@@ -172,32 +250,9 @@ def run_eval(opts: EvalOptions, log=print) -> dict:
             continue
         if fixed is not None:
             edits[name] = {cid: texts[:opts.k] for cid, texts in fixed.items()}
-            continue
-        stored = store.self_edits(0, name)
-        todo = [(p, s) for p in chosen for s in range(opts.k) if (p.id, s) not in stored]
-        t0 = time.perf_counter()
-        chunk = 16
-        from tqdm.auto import tqdm
-        with tqdm(total=len(todo), desc=f"self-edits [{name}]", unit="edit", disable=not opts.show_progress) as bar:
-            for i in range(0, len(todo), chunk):
-                part = todo[i:i + chunk]
-                if name == "self-edit":
-                    prompts = [domain.self_edit_prompt(p) for p, _ in part]
-                    seed = trial_seed(opts.seed, "gen", part[0][0].id, part[0][1])
-                    texts = generate(lm, prompts, max_new_tokens=opts.max_new_tokens, temperature=opts.temperature,
-                                     top_p=opts.top_p, batch_size=chunk, seed=seed)
-                else:
-                    plain = [domain.family.user_text(p.title, p.context) for p, _ in part]
-                    texts = generate_openai(opts.gen_url, name[9:], plain, key_env=opts.gen_key_env,
-                                            temperature=opts.temperature, top_p=opts.top_p)
-                    prompts = plain
-                store.add_self_edits(0, name, [(p.id, s, pr, t) for (p, s), pr, t in zip(part, prompts, texts)])
-                bar.update(len(part))
-        if todo:
-            timings[f"{name}:generate"] = timings.get(f"{name}:generate", 0.0) + time.perf_counter() - t0
-            store.set_meta("timings", timings)
-        stored = store.self_edits(0, name)
-        edits[name] = {p.id: [stored[(p.id, s)] for s in range(opts.k)] for p in chosen}
+        else:
+            edits[name] = ensure_self_edits(store, lm, domain, 0, name, chosen, opts.k, opts,
+                                            endpoint=name[9:] if name.startswith("endpoint:") else None)
 
     # 4. Trials not yet in the store.
     done = store.done_trials(0)
@@ -216,33 +271,20 @@ def run_eval(opts: EvalOptions, log=print) -> dict:
                     trials.append(Trial(key, p, upd, trial_seed(opts.seed, name, p.id, s, r), self_edit=text))
     if trials:
         log(f"running {len(trials)} trial(s) ({len(done)} already in the store)")
-
-    by_key = {t.key: t for t in trials}
-
-    def record(res):
-        t = by_key[res.key]
-        ev = res.evaluation
-        status = "ok" if res.error is None else ("invalid" if t.update.error else "failed")
-        store.add_trial(res.key, status=status, reward=res.reward, self_edit=t.self_edit,
-                        sequences=t.update.texts, answers=ev.answers if ev else None,
-                        grades=ev.grades if ev else None, accuracy=ev.accuracy if ev else 0.0,
-                        error=res.error, steps=res.steps, final_loss=res.final_loss, seconds=res.seconds)
-
-    bases_by_obj = {id(p): base_ev[p.id] for p in chosen}
-    loop.run(trials, bases=bases_by_obj, on_result=record)
+    loop.run(trials, bases={id(p): base_ev[p.id] for p in chosen}, on_result=trial_recorder(store, trials))
 
     # 5. Results.
-    results = summarize(store, chosen, list(conditions), base_ev, timings)
+    timings = store.get_meta("timings") or {}
+    results = summarize(store, chosen, list(conditions), base_ev, timings, lm.name)
     store.close()
-    payload = {"settings": settings, "conditions": results,
+    payload = {"settings": settings_record(opts, cfg, data_label), "conditions": results,
                "command": os.environ.get("SEAL_COMMAND", "")}
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(out / "results.json")
+    write_json(out / "results.json", payload)
     return payload
 
 
-def summarize(store: RunStore, chosen: list[Passage], conditions: list[str], base_ev: dict, timings: dict) -> dict:
+def summarize(store: RunStore, chosen: list[Passage], conditions: list[str], base_ev: dict, timings: dict,
+              model_key: str) -> dict:
     results = {}
     ids = {p.id for p in chosen}
     n_questions = sum(len(p.questions) for p in chosen)
@@ -250,7 +292,7 @@ def summarize(store: RunStore, chosen: list[Passage], conditions: list[str], bas
         if name == "base":
             per_ctx = [base_ev[p.id].accuracy for p in chosen]
             answers = [a for p in chosen for a in base_ev[p.id].answers]
-            seconds = timings.get("base", 0.0)
+            seconds = timings.get(f"base:{model_key}", 0.0)
             extra = {}
         else:
             rows = [r for r in store.trials(0, name) if r["context_id"] in ids]
@@ -259,7 +301,7 @@ def summarize(store: RunStore, chosen: list[Passage], conditions: list[str], bas
                 by_ctx.setdefault(r["context_id"], []).append(r["accuracy"] or 0.0)
             per_ctx = [sum(by_ctx[p.id]) / len(by_ctx[p.id]) for p in chosen if p.id in by_ctx]
             answers = [a for r in rows for a in (r["answers"] or [])]
-            seconds = sum(r["seconds"] or 0.0 for r in rows) + timings.get(f"{name}:generate", 0.0)
+            seconds = sum(r["seconds"] or 0.0 for r in rows) + timings.get(f"generate:{name}:0", 0.0)
             extra = {"n_trials": len(rows), "n_failed": sum(r["status"] != "ok" for r in rows),
                      "mean_sequences": (sum(len(r["sequences"] or []) for r in rows) / len(rows)) if rows else 0}
         acc, ci = mean_ci95(per_ctx)
@@ -279,7 +321,8 @@ def format_table(results: dict) -> str:
         table.add_column(col, justify="left" if col == "condition" else "right")
     for name, r in results.items():
         table.add_row(name, f"{100 * r['accuracy']:.1f}%", f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]",
-                      str(r["n_questions"]), str(r["n_contexts"]), f"{r['seconds']:.0f}")
+                      str(r["n_questions"]), str(r["n_contexts"]),
+                      f"{r['seconds']:.0f}" if "seconds" in r else "-")
     console = Console(record=True, width=100)
     with console.capture() as cap:
         console.print(table)
