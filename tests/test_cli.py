@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 from http.server import HTTPServer
-from pathlib import Path
 
 import pytest
 

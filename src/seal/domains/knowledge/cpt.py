@@ -18,9 +18,9 @@ from pathlib import Path
 from ...config import inner_preset
 from ...stats import mean_ci95
 from .data import DataError, resolve_data, select
-from .experiment import (ConditionError, EvalOptions, add_timing, build_domain, ensure_base_evals,
-                         ensure_self_edits, make_grader_checked, open_store, parse_conditions, settings_record,
-                         trial_recorder, trial_seed, write_json)
+from ...runs import add_timing, ensure_base_evals, open_store, trial_recorder, trial_seed, write_json
+from .experiment import (ConditionError, EvalOptions, build_domain, ensure_self_edits, make_grader_checked,
+                         parse_conditions, settings_record)
 from .pooled import Pool, PooledDomain, pooled_update, split_grades
 
 # The original's CPT grid trains 3 epochs at an effective batch of 8; one pass per sequence at batch 1

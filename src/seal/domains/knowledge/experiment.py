@@ -9,13 +9,12 @@ import dataclasses
 import json
 import os
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...config import InnerConfig, inner_preset
-from ...domains.base import Evaluation
 from ...stats import mean_ci95
+from ...runs import add_timing, ensure_base_evals, open_store, trial_recorder, trial_seed, write_json
 from ...store import RunStore
 from .data import DataError, Passage, load_passages, resolve_data, select
 from .domain import KnowledgeDomain
@@ -96,10 +95,6 @@ def parse_conditions(specs: list[str], passages: list[Passage]) -> dict[str, dic
     return out
 
 
-def trial_seed(run_seed: int, *parts) -> int:
-    return zlib.crc32(json.dumps([run_seed, *parts]).encode()) & 0x7FFFFFFF
-
-
 def settings_record(opts: EvalOptions, cfg: InnerConfig, data_label: str) -> dict:
     """What determines the results; a rerun in the same folder must match it to resume."""
     d = dataclasses.asdict(opts)
@@ -110,21 +105,6 @@ def settings_record(opts: EvalOptions, cfg: InnerConfig, data_label: str) -> dic
     for perf_only in ("adapters_per_pack", "micro_batch_tokens"):  # speed knobs: same results either way
         d["inner"].pop(perf_only)
     return json.loads(json.dumps(d))  # as stored: tuples become lists
-
-
-def open_store(out: Path, settings: dict, kind: str) -> RunStore:
-    """The run's store; a folder that holds a run with other settings is refused, naming what differs."""
-    store = RunStore(Path(out) / "store.sqlite")
-    old = store.get_meta("settings")
-    if old is not None and old != settings:
-        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        store.close()
-        raise ValueError(f"{out} holds a run with other settings ({', '.join(diff)}); use another --out "
-                         "or the same options to resume")
-    store.set_meta("settings", settings)
-    store.set_meta("kind", kind)
-    store.set_meta("command", os.environ.get("SEAL_COMMAND", ""))
-    return store
 
 
 def make_grader_checked(opts):
@@ -142,26 +122,6 @@ def build_domain(opts, lm, grader) -> KnowledgeDomain:
     render = lambda text, prefix="": render_prompt(lm, text, prefix)
     return KnowledgeDomain(opts.family, SequenceOptions(split=opts.split, title_prefix=opts.title_prefix),
                            grader or make_grader("local-judge", lm), render, opts.reward)
-
-
-def add_timing(store: RunStore, name: str, seconds: float) -> None:
-    timings = store.get_meta("timings") or {}
-    timings[name] = timings.get(name, 0.0) + seconds
-    store.set_meta("timings", timings)
-
-
-def ensure_base_evals(store: RunStore, loop, model_key: str, contexts: list[Passage]) -> dict[str, Evaluation]:
-    """The base model's evaluation of each context, computed once and stored under `model_key`."""
-    bases = store.base_evals(model_key)
-    missing = [p for p in contexts if p.id not in bases]
-    if missing:
-        t0 = time.perf_counter()
-        evs = loop.base_evaluations(missing)
-        store.add_base_evals(model_key, [(p.id, e.answers, e.grades, e.accuracy) for p, e in zip(missing, evs)])
-        add_timing(store, f"base:{model_key}", time.perf_counter() - t0)
-        bases = store.base_evals(model_key)
-    return {p.id: Evaluation(bases[p.id]["answers"], bases[p.id]["grades"], bases[p.id]["accuracy"])
-            for p in contexts}
 
 
 def ensure_self_edits(store: RunStore, lm, domain: KnowledgeDomain, round_: int, source: str,
@@ -196,27 +156,6 @@ def ensure_self_edits(store: RunStore, lm, domain: KnowledgeDomain, round_: int,
         add_timing(store, f"generate:{source}:{round_}", time.perf_counter() - t0)
     stored = store.self_edits(round_, source)
     return {p.id: [stored[(p.id, s)] for s in range(k)] for p in contexts}
-
-
-def trial_recorder(store: RunStore, trials: list):
-    """A callback that stores each finished trial (one transaction each)."""
-    by_key = {t.key: t for t in trials}
-
-    def record(res):
-        t = by_key[res.key]
-        ev = res.evaluation
-        status = "ok" if res.error is None else ("invalid" if t.update.error else "failed")
-        store.add_trial(res.key, status=status, reward=res.reward, self_edit=t.self_edit,
-                        sequences=t.update.texts, answers=ev.answers if ev else None,
-                        grades=ev.grades if ev else None, accuracy=ev.accuracy if ev else 0.0,
-                        error=res.error, steps=res.steps, final_loss=res.final_loss, seconds=res.seconds)
-    return record
-
-
-def write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
 
 
 def run_eval(opts: EvalOptions, log=print) -> dict:

@@ -24,8 +24,8 @@ from pathlib import Path
 from ...adapters import merge_adapter_state
 from ...config import inner_preset
 from .data import DataError, resolve_data, select
-from .experiment import (EvalOptions, build_domain, ensure_base_evals, ensure_self_edits, make_grader_checked,
-                         open_store, settings_record, trial_recorder, trial_seed, write_json)
+from ...runs import ensure_base_evals, open_store, trial_recorder, trial_seed, write_json
+from .experiment import EvalOptions, build_domain, ensure_self_edits, make_grader_checked, settings_record
 from .pooled import Pool, PooledDomain, split_grades
 
 

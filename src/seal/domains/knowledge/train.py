@@ -17,16 +17,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...config import inner_preset
 from ...outer import SELECTION_RULES, Candidate, SFTConfig, finetune_and_merge, select_self_edits
 from ...stats import mean_ci95
+from ...runs import add_timing, ensure_base_evals, open_store, trial_recorder, trial_seed, write_json
 from .data import DataError, resolve_data, select
-from .experiment import (EvalOptions, add_timing, build_domain, ensure_base_evals, ensure_self_edits,
-                         make_grader_checked, open_store, trial_recorder, trial_seed, write_json)
+from .experiment import EvalOptions, build_domain, ensure_self_edits, make_grader_checked
 
 
 @dataclass

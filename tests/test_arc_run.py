@@ -1,0 +1,85 @@
+"""The ARC domain on the engine: self-edit -> TTT update, grading by vote, and a whole mini run on a tiny model."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from seal.domains.arc.domain import ArcDomain, ArcSettings
+from seal.domains.arc.generator import generate_tasks
+from seal.domains.arc.serialize import grid_to_text
+from seal.store import RunStore
+
+GOOD = {"data_generation": {"use_basic_augmentations": True, "use_size_augmentations": False,
+                            "use_chain_augmentations": False, "use_repeat_augmentations": False},
+        "training": {"strategy": "train_using_output_tokens", "learning_rate": 0.001, "num_train_epochs": 2}}
+
+
+@pytest.fixture(scope="module")
+def domain(smol):
+    tok = smol.tokenizer
+    return ArcDomain(lambda p: p.text, lambda t: len(tok(t)["input_ids"]), ArcSettings(max_examples=6),
+                     eos_text=tok.eos_token)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return generate_tasks(1, seed=3, difficulty="easy")[0]
+
+
+def test_valid_self_edit_becomes_a_ttt_update(domain, task):
+    upd = domain.parse_self_edit(task, "Here it is: " + json.dumps(GOOD))
+    assert upd.error is None and not upd.texts and len(upd.pairs) == 6      # capped at max_examples
+    assert upd.overrides == {"lr": 0.001, "epochs": 2, "batch_size": 2}
+    prompt, answer = upd.pairs[0]
+    assert prompt.rstrip().endswith("Output:") and answer.split("\n")[0].replace(" ", "").isdigit()
+    all_tokens = json.loads(json.dumps(GOOD))
+    all_tokens["training"]["strategy"] = "train_using_all_tokens"
+    upd = domain.parse_self_edit(task, json.dumps(all_tokens))
+    assert not upd.pairs and len(upd.texts) == 6 and all(t.endswith(domain.eos_text) for t in upd.texts)
+
+
+@pytest.mark.parametrize("text,why", [
+    ("use every augmentation please", "no JSON object"),
+    (json.dumps({**GOOD, "shell": "rm -rf /"}), "invalid self-edit"),
+    (json.dumps({**GOOD, "training": {**GOOD["training"], "num_train_epochs": "2"}}), "invalid self-edit"),
+    (json.dumps({**GOOD, "training": {**GOOD["training"], "num_train_epochs": 10}}), "over budget"),
+])
+def test_bad_self_edits_are_rejected(domain, task, text, why, monkeypatch):
+    monkeypatch.setattr(domain.s, "max_steps", 20)
+    upd = domain.parse_self_edit(task, text)
+    assert upd.error and why in upd.error and not upd.pairs and not upd.texts
+
+
+def test_grading_votes_over_views(domain, task):
+    from seal.domains.arc.ttt_data import inference_queries
+    (qs,) = [inference_queries(task.train, t.input, domain.s.seed, domain.s.n_permutations, domain.s.views,
+                               domain.s.max_tokens, domain.count_tokens) for t in task.test]
+    expected = task.test[0].output
+    right = [grid_to_text(q.view.apply(expected)) for q in qs]     # each view answers in its own frame
+    assert domain.grade(task, right).accuracy == 1.0
+    wrong = ["1 2\n3 4"] * len(qs)
+    assert domain.grade(task, wrong).accuracy == 0.0
+    # a minority of right answers still wins one of the two attempts when the rest disagree with each other
+    mixed = right[:2] + [f"{i} {i}" for i in range(len(qs) - 2)]
+    assert domain.grade(task, mixed).accuracy == 1.0
+
+
+def test_arc_mini_run_on_a_tiny_model(tiny_dir, tmp_path):
+    out = tmp_path / "arc"
+    cmd = [sys.executable, "-m", "seal", "arc", "train", "--model", str(tiny_dir), "--dtype", "fp32",
+           "--tasks", "builtin:easy:2:0", "--train-tasks", "builtin:easy:2:1", "--k", "2", "--max-examples", "4",
+           "--max-new-tokens", "24", "--out", str(out), "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "results.json").read_text())["conditions"]
+    assert set(res) == {"in-context", "TTT + self-edits (untrained)", "SEAL (round 1)", "Oracle TTT"}
+    assert res["TTT + self-edits (untrained)"]["n_pairs"] == 4 and res["Oracle TTT"]["n_pairs"] == 2
+    assert all(0.0 <= v["success_rate"] <= 1.0 for v in res.values())
+    store = RunStore(out / "store.sqlite")
+    oracle = store.trials(0, "oracle")
+    assert all(t["status"] == "ok" and t["steps"] == 2 * 2 for t in oracle)   # 4 examples, batch 2, 2 epochs
+    for t in store.trials(0, "self-edit"):                                    # a random model's self-edits
+        assert t["status"] in ("ok", "invalid") and (t["status"] == "ok" or t["reward"] == 0.0)
+    assert (out / "checkpoints" / "round-1" / "merged" / "config.json").exists()
+    store.close()
