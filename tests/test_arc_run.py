@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from seal.domains.arc.domain import ArcDomain, ArcSettings
+from seal.domains.arc.domain import ArcDomain, ArcSettings, attempts_of
 from seal.domains.arc.generator import generate_tasks
 from seal.domains.arc.serialize import grid_to_text
 from seal.store import RunStore
@@ -57,7 +57,8 @@ def test_grading_votes_over_views(domain, task):
                                domain.s.max_tokens, domain.count_tokens) for t in task.test]
     expected = task.test[0].output
     right = [grid_to_text(q.view.apply(expected)) for q in qs]     # each view answers in its own frame
-    assert domain.grade(task, right).accuracy == 1.0
+    ev = domain.grade(task, right)
+    assert ev.accuracy == 1.0 and attempts_of(ev.answers[0]) == [expected]   # stored attempts read back
     wrong = ["1 2\n3 4"] * len(qs)
     assert domain.grade(task, wrong).accuracy == 0.0
     # a minority of right answers still wins one of the two attempts when the rest disagree with each other

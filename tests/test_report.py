@@ -4,7 +4,14 @@ import json
 import re
 from pathlib import Path
 
-from seal.report import main, write_report
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+
+from seal.domains.arc.serialize import grid_to_text
+from seal.domains.arc.tasks import load_tasks
+from seal.report import ARC_PALETTE, _draw_grid, main, write_report
 from seal.store import RunStore
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -263,11 +270,11 @@ def test_bad_folders_exit_2(tmp_path, capsys):
     assert str(empty / "store.sqlite") in capsys.readouterr().err
     odd = tmp_path / "odd"
     store = RunStore(odd / "store.sqlite")
-    store.set_meta("kind", "arc-train")
+    store.set_meta("kind", "chess-eval")
     store.close()
     assert main([str(odd)]) == 2
     err = capsys.readouterr().err
-    assert "arc-train" in err and str(odd / "store.sqlite") in err
+    assert "chess-eval" in err and str(odd / "store.sqlite") in err
     assert not (odd / "report.md").exists()
 
 
@@ -276,3 +283,183 @@ def test_main_writes_report(tmp_path, capsys):
     assert main([str(tmp_path)]) == 0
     assert str(tmp_path / "report.html") in capsys.readouterr().out
     assert (tmp_path / "report.md").read_text().startswith("# seal report")
+
+
+# ------------------------------------------------------------------------------------------------------ ARC
+
+ARC_TASKS = load_tasks("builtin:easy:3:0")      # three one-test tasks; the report loads the same ones
+T0, T1, T2 = (t.id for t in ARC_TASKS)
+WRONG = ((5, 5), (5, 5))
+
+
+def _attempts(task_index: int, *solved: bool) -> list[str]:
+    """A stored answer (see ArcDomain.grade): one attempt per flag, the expected output where it is True."""
+    expected = ARC_TASKS[task_index].test[0].output
+    return ["\n\n".join(grid_to_text(expected if ok else WRONG) for ok in solved)]
+
+
+def _config(*groups: str, strategy: str = "output") -> str:
+    gen = {f"use_{g}_augmentations": g in groups for g in ("basic", "size", "chain", "repeat")}
+    return json.dumps({"data_generation": gen, "training": {"strategy": f"train_using_{strategy}_tokens",
+                                                            "learning_rate": 1e-4, "num_train_epochs": 2}})
+
+
+def _arc_trial(store: RunStore, key: tuple, status: str, solved: bool, self_edit: str | None,
+               answers: list[str] | None = None, error: str | None = None) -> None:
+    store.add_trial(key, status=status, reward=float(solved), self_edit=self_edit, answers=answers,
+                    grades=[float(solved)] if answers is not None else None,
+                    accuracy=float(solved) if answers is not None else None, error=error)
+
+
+def _arc_run(out: Path, kind: str, finished: bool) -> RunStore:
+    """Three eval tasks, k = 2. Self-edits (untrained): 3 of 6 pairs solved, tasks 0 and 1 by some pair, two
+    invalid, one failed; in-context solves task 0 only; Oracle TTT tasks 0 and 1 and predicts no grid for 2.
+    arc-train adds a round of training self-edits and, when finished, SEAL's own eval self-edits."""
+    store = RunStore(out / "store.sqlite")
+    store.set_meta("kind", kind)
+    store.set_meta("settings", {"tasks": "builtin:easy:3:0", "conditions": ["in-context", "self-edit", "oracle"],
+                                "k": 2, **({"rounds": 1, "train_tasks": "builtin:easy:2:1"}
+                                           if kind == "arc-train" else {})})
+    store.add_base_evals("round-0", [(T0, _attempts(0, True), [1.0], 1.0), (T1, _attempts(1, False), [0.0], 0.0),
+                                     (T2, _attempts(2, False, False), [0.0], 0.0)])
+    _arc_trial(store, (0, "self-edit", T0, 0, 0), "ok", True, _config("basic", "repeat"), _attempts(0, True))
+    _arc_trial(store, (0, "self-edit", T0, 1, 0), "ok", True,
+               f"Sure:\n```json\n{_config('basic', 'size', strategy='all')}\n```", _attempts(0, False, True))
+    _arc_trial(store, (0, "self-edit", T1, 0, 0), "ok", True, _config("basic"), _attempts(1, True))
+    _arc_trial(store, (0, "self-edit", T1, 1, 0), "invalid", False, "no json", error="no JSON object in the self-edit")
+    _arc_trial(store, (0, "self-edit", T2, 0, 0), "failed", False, _config("chain"), error="out of memory")
+    _arc_trial(store, (0, "self-edit", T2, 1, 0), "invalid", False, '{"training": {"learning_rate": 5}}',
+               error="invalid self-edit: data_generation: Field required")
+    oracle = _config("basic")
+    _arc_trial(store, (0, "oracle", T0, 0, 0), "ok", True, oracle, _attempts(0, True))
+    _arc_trial(store, (0, "oracle", T1, 0, 0), "ok", True, oracle, _attempts(1, False, True))
+    _arc_trial(store, (0, "oracle", T2, 0, 0), "ok", False, oracle, [""])  # no grid among its answers
+    if kind == "arc-train":
+        # training tasks: three of four self-edits scored, two valid, one solved its task
+        _arc_trial(store, (1, "train", "tr0", 0, 0), "ok", True, _config("size"), ["1"])
+        _arc_trial(store, (1, "train", "tr0", 1, 0), "ok", False, _config("repeat", strategy="all"), ["1"])
+        _arc_trial(store, (1, "train", "tr1", 0, 0), "invalid", False, "{", error="no JSON object in the self-edit")
+    if kind == "arc-train" and finished:
+        _arc_trial(store, (1, "train", "tr1", 1, 0), "invalid", False, "{", error="no JSON object in the self-edit")
+        store.set_meta("selected:1", [{"context_id": "tr0", "sample": 0, "reward": 1.0}])
+        store.set_meta("sft:1", {"steps": 8, "final_loss": 0.1234, "examples": 1})
+        for task in (0, 1, 2):   # SEAL: task 2 solved by self-edit 1 only; self-edit 0 is stored without text
+            _arc_trial(store, (1, "seal-round-1", ARC_TASKS[task].id, 0, 0), "ok", False, None, _attempts(task, False))
+            _arc_trial(store, (1, "seal-round-1", ARC_TASKS[task].id, 1, 0), "ok", task == 2, _config("basic"),
+                       _attempts(task, task == 2))
+    if finished:
+        store.set_meta("arc", {"in-context": {"success_rate": 1 / 3}})  # its presence marks a finished run
+    return store
+
+
+def test_arc_eval_run(tmp_path):
+    _arc_run(tmp_path, "arc-eval", finished=True).close()
+    paths = write_report(tmp_path)
+    md, page = _check_files(paths)
+    assert len(paths["figures"]) == 1 + 3   # the success-rate bars and one picture per task
+    selfedit = _row(md, {"condition": "TTT + self-edits (untrained)"})
+    assert (selfedit["success rate"], selfedit["pairs"], selfedit["tasks solved"], selfedit["invalid self-edits"]) \
+        == ("50.0%", "6 of 6", "66.7% (2 of 3)", "33.3%")
+    incontext, oracle = _row(md, {"condition": "in-context"}), _row(md, {"condition": "Oracle TTT"})
+    assert (incontext["success rate"], incontext["tasks solved"], incontext["invalid self-edits"]) == \
+        ("33.3%", "33.3% (1 of 3)", "—")
+    assert (oracle["success rate"], oracle["pairs"], oracle["95% CI"]) == ("66.7%", "3 of 3", "[0.0, 100.0]")
+    assert "TTT + self-edits (untrained): 1 failed to train or answer (counted as unsolved)" in md
+    assert "SEAL" not in md and "no final summary" not in md and "so far" not in md
+    # per task
+    assert _row(md, {"task": T0}) == {"task": T0, "in-context": "yes", "TTT + self-edits (untrained)": "2 of 2",
+                                      "Oracle TTT": "yes"}
+    assert _row(md, {"task": T2}) == {"task": T2, "in-context": "no", "TTT + self-edits (untrained)": "0 of 2",
+                                      "Oracle TTT": "no"}
+    # configurations of the four valid self-edits (one wrapped in a code fence) and why the others were invalid
+    configs = _row(md, {"self-edits of": "TTT + self-edits (untrained)"})
+    assert [configs[h] for h in ("total", "valid", "basic", "size", "chain", "repeat", "output tokens",
+                                 "all tokens")] == ["6", "4", "3", "1", "1", "1", "3", "1"]
+    assert _row(md, {"reason": "no JSON object in the self-edit"})["self-edits"] == "1"
+    # pictures: Oracle TTT's attempt where it predicted a grid, else the next condition that did
+    assert f"{T0}: test input, expected output, first attempt of Oracle TTT (solved)" in md
+    assert f"{T1}: test input, expected output, first attempt of Oracle TTT (solved)" in md  # by its second
+    assert f"{T2}: test input, expected output, first attempt of in-context (not solved)" in md
+    assert f'alt="{T0}: test input' in page
+
+
+def test_arc_train_run(tmp_path):
+    _arc_run(tmp_path, "arc-train", finished=True).close()
+    paths = write_report(tmp_path)
+    md, _ = _check_files(paths)
+    seal = _row(md, {"condition": "SEAL (round 1)"})
+    assert (seal["success rate"], seal["pairs"], seal["tasks solved"], seal["invalid self-edits"]) == \
+        ("16.7%", "6 of 6", "33.3% (1 of 3)", "0.0%")
+    assert _row(md, {"task": T2})["SEAL (round 1)"] == "1 of 2"
+    training = _row(md, {"round": "1", "kept": "1"})
+    assert [training[h] for h in ("tasks", "self-edits", "valid", "solved their task", "finetune examples", "steps",
+                                  "final loss")] == ["2", "4", "2", "1", "1", "8", "0.1234"]
+    train_configs = _row(md, {"self-edits of": "training tasks, round 1"})
+    assert (train_configs["valid"], train_configs["size"], train_configs["repeat"], train_configs["all tokens"]) \
+        == ("2", "1", "1", "1")
+    seal_configs = _row(md, {"self-edits of": "SEAL (round 1)"})
+    assert (seal_configs["valid"], seal_configs["basic"]) == ("6", "3")   # the three without text are skipped
+    assert "SEAL (round 1): 3 valid self-edits have no readable JSON stored and are left out of the counts" in md
+    assert _row(md, {"reason": "no JSON object in the self-edit"})["self-edits"] == "3"
+    assert f"{T2}: test input, expected output, first attempt of SEAL (round 1), self-edit 1 (solved)" in md
+    assert f"{T0}: test input, expected output, first attempt of SEAL (round 1), self-edit 0 (not solved)" in md
+    assert "so far" not in md and "not yet" not in md
+
+
+def test_interrupted_arc_train_run(tmp_path):
+    store = _arc_run(tmp_path, "arc-train", finished=False)   # still open, no summary: computed from the rows
+    md, _ = _check_files(write_report(tmp_path))
+    store.close()
+    assert "no final summary stored: the run is still going or was interrupted" in md
+    assert _row(md, {"condition": "TTT + self-edits (untrained)"})["success rate"] == "50.0%"
+    seal = _row(md, {"condition": "SEAL (round 1)"})
+    assert (seal["success rate"], seal["pairs"], seal["tasks solved"]) == ("—", "0 of 6", "—")
+    assert "SEAL (round 1): no pairs yet" in md
+    assert "round 1: 3 self-edits scored so far, no selection stored yet" in md
+    training = _row(md, {"round": "1", "kept": "not yet"})
+    assert (training["self-edits"], training["valid"], training["solved their task"], training["finetune examples"]) \
+        == ("3", "2", "1", "not yet")
+    assert _row(md, {"task": T1})["SEAL (round 1)"] == "—"
+
+
+def test_arc_tasks_not_loadable_or_many(tmp_path):
+    # a task file that is gone: no pictures and why; the tables come from the store's task ids
+    store = _arc_run(tmp_path, "arc-eval", finished=True)
+    store.set_meta("settings", {"tasks": str(tmp_path / "gone.json"), "conditions": ["self-edit"], "k": 2})
+    store.close()
+    paths = write_report(tmp_path)
+    md = paths["markdown"].read_text()
+    assert f"No task pictures: the tasks '{tmp_path / 'gone.json'}' cannot be loaded here" in md
+    assert [p.name for p in paths["figures"]] == ["arc_success.png"]
+    assert _row(md, {"condition": "TTT + self-edits (untrained)"})["pairs"] == "6"   # no planned count known
+    assert _row(md, {"task": T1})["TTT + self-edits (untrained)"] == "1 of 2"
+
+    # a large task set at the very start of a run: pictures capped, every condition waiting
+    many = tmp_path / "many"
+    store = RunStore(many / "store.sqlite")
+    store.set_meta("kind", "arc-eval")
+    store.set_meta("settings", {"tasks": "builtin:easy:26:0", "conditions": ["in-context", "oracle"], "k": 2})
+    store.close()
+    paths = write_report(many)
+    md = paths["markdown"].read_text()
+    assert len(paths["figures"]) == 24 and all(p.read_bytes()[:8] == PNG for p in paths["figures"])
+    assert "Showing the first 24 of 26 tasks." in md
+    assert _row(md, {"condition": "Oracle TTT"})["pairs"] == "0 of 26" and "in-context: no pairs yet" in md
+    assert "no condition has a predicted grid stored" in md
+
+
+def test_arc_grid_colours():
+    """Each cell in its ARC colour, row 0 on top."""
+    grid = ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9))
+    fig = Figure(figsize=(5, 2), dpi=100)
+    ax = fig.subplots()
+    _draw_grid(ax, grid, "")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3] / 255
+    for r, row in enumerate(grid):
+        for c, colour in enumerate(row):
+            x, y = ax.transData.transform((c + 0.5, r + 0.5))
+            got = pixels[pixels.shape[0] - 1 - int(y), int(x)]
+            assert np.allclose(got, to_rgb(ARC_PALETTE(colour)), atol=0.02), (r, c, got)
+    assert to_rgb(ARC_PALETTE(9)) == to_rgb("#870C25") and to_rgb(ARC_PALETTE(0)) == (0.0, 0.0, 0.0)

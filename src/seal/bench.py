@@ -183,6 +183,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write the numbers to this file")
+    ap.add_argument("--profile", action="store_true",
+                    help="instead of the comparison: profile the batched path (k adapters, --scale-epochs epochs) "
+                         "and print where the time goes, by phase and by operator")
     a = ap.parse_args(argv)
 
     from .config import inner_preset
@@ -213,6 +216,9 @@ def main(argv=None) -> int:
                            "epochs": cfg.epochs, "batch_size": cfg.batch_size},
                  "k": a.k, "sequences_per_self_edit": n_seqs, "matmul_peak_flops": peak,
                  "train_flops_per_token": fpt, "methods": {}}
+
+    if a.profile:
+        return profile(lm, domain, main_trials, replace(cfg, epochs=a.scale_epochs, adapters_per_pack=a.k), a.json)
 
     def report(name, trials_, res, mem):
         per_min = len(trials_) / res["seconds"] * 60
@@ -263,6 +269,39 @@ def main(argv=None) -> int:
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2))
         print(f"wrote {a.json}")
+    return 0
+
+
+def profile(lm, domain, trials, cfg, json_path=None) -> int:
+    """Where the batched inner loop's time goes: wall time per phase (training, the adapters' answers, the base
+    answers) and the operators that take the most CPU time, from torch.profiler."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from .inner import InnerLoop
+    loop = InnerLoop(lm, domain, cfg, show_progress=False)
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        loop.base_evaluations([trials[0].context])
+        loop.run(trials)
+        total = time.perf_counter() - t0
+    events = prof.key_averages()
+    phases = {e.key: e.cpu_time_total / 1e6 for e in events if e.key.startswith("seal:")}
+    ops = sorted((e for e in events if not e.key.startswith("seal:")), key=lambda e: e.self_cpu_time_total,
+                 reverse=True)
+    op_total = sum(e.self_cpu_time_total for e in ops) / 1e6
+    print(f"profile: {len(trials)} adapters, {cfg.epochs} epochs, {total:.1f} s wall (under the profiler)")
+    for k, v in sorted(phases.items(), key=lambda kv: -kv[1]):
+        print(f"  {k:22s} {v:7.1f} s  {100 * v / total:5.1f}%")
+    print(f"  {'other':22s} {total - sum(phases.values()):7.1f} s")
+    rows = [{"op": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6, "calls": e.count} for e in ops[:15]]
+    print("operators by self CPU time (summed over threads' wall time):")
+    for r in rows:
+        print(f"  {r['op']:40s} {r['self_cpu_s']:7.1f} s  {100 * r['self_cpu_s'] / op_total:5.1f}%  {r['calls']:7d} calls")
+    if json_path:
+        Path(json_path).write_text(json.dumps({"wall_seconds": total, "phases": phases, "operators": rows,
+                                               "operator_total_seconds": op_total}, indent=2))
+        print(f"wrote {json_path}")
     return 0
 
 

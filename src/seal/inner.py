@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from torch.profiler import record_function
 from tqdm.auto import tqdm
 
 from .adapters import AdapterPack, TrainJob, train_pack
@@ -87,7 +88,8 @@ class InnerLoop:
         return out
 
     def base_evaluations(self, contexts: Sequence[Any]) -> list[Evaluation]:
-        answers = self.answer(contexts, desc="base answers")
+        with record_function("seal:base-answers"):
+            answers = self.answer(contexts, desc="base answers")
         return [self.domain.grade(ctx, a) for ctx, a in zip(contexts, answers)]
 
     def run(self, trials: Sequence[Trial], bases: dict | None = None,
@@ -130,12 +132,15 @@ class InnerLoop:
                 def progress(done, total):
                     bar.total = total  # train_pack knows the step count; no need to plan the batches twice
                     bar.update(done - bar.n)
-                outcomes = train_pack(pack, jobs, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps,
-                                      weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-                                      micro_batch_tokens=cfg.micro_batch_tokens, pad_id=pad, progress=progress)
+                with record_function("seal:train"):   # labels for `seal bench inner-loop --profile`
+                    outcomes = train_pack(pack, jobs, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps,
+                                          weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+                                          micro_batch_tokens=cfg.micro_batch_tokens, pad_id=pad,
+                                          progress=progress)
             ok = [i for i, o in enumerate(outcomes) if o.failed is None]
-            answers = self.answer([trials[i].context for i in ok], pack=pack, adapter_of=ok,
-                                  desc="adapter answers") if ok else []
+            with record_function("seal:adapter-answers"):
+                answers = self.answer([trials[i].context for i in ok], pack=pack, adapter_of=ok,
+                                      desc="adapter answers") if ok else []
             adapters = {i: pack.adapter_state(i) for i in ok} if keep_adapters else {}
         seconds = (time.perf_counter() - t0) / len(trials)  # the pack's time, shared equally
         results = []

@@ -84,13 +84,19 @@ class ArcDomain:
             attempts.append(vote(zip([q.view for q in qs], answers[i:i + len(qs)])))
             i += len(qs)
         ok = task_solved(attempts, [t.output for t in task.test])
-        # The stored "answers" are the voted attempts (grid text), which is what a reader wants to see.
-        shown = [" | ".join(grid_to_text(g).replace("\n", "/") for g in a) for a in attempts]
+        # Stored per test input: its voted attempts as grid text, separated by a blank line (see `attempts_of`).
+        shown = ["\n\n".join(grid_to_text(g) for g in a) for a in attempts]
         return Evaluation(answers=shown, grades=[float(ok)], accuracy=float(ok))
 
     # 5. reward: binary, as the paper
     def reward(self, evaluation: Evaluation, base: Evaluation | None = None) -> float:
         return evaluation.accuracy
+
+
+def attempts_of(stored: str) -> list:
+    """The attempts (grids) of one test input, from a stored answer written by `ArcDomain.grade`."""
+    from .serialize import text_to_grid
+    return [g for g in (text_to_grid(block) for block in stored.split("\n\n")) if g is not None]
 
 
 def answer_tokens_for(tasks: Sequence[ArcTask]) -> int:

@@ -21,7 +21,7 @@ from .data import DataError, resolve_data, select
 from ...runs import add_timing, ensure_base_evals, open_store, trial_recorder, trial_seed, write_json
 from .experiment import (ConditionError, EvalOptions, build_domain, ensure_self_edits, make_grader_checked,
                          parse_conditions, settings_record)
-from .pooled import Pool, PooledDomain, pooled_update, split_grades
+from .pooled import Pool, load_pooled_loops, pooled_update, split_grades
 
 # The original's CPT grid trains 3 epochs at an effective batch of 8; one pass per sequence at batch 1
 # (the single-passage setting) would cost n times the steps for the same data.
@@ -36,9 +36,9 @@ class CPTOptions(EvalOptions):
 
 
 def run_cpt(opts: CPTOptions, log=print) -> dict:
-    from ...fullft import full_finetune
     from ...adapters import TrainJob
-    from ...inner import InnerLoop, Trial, tokenize_update
+    from ...fullft import full_finetune
+    from ...inner import Trial, tokenize_update
     from ...models import load_model
 
     if opts.update not in ("lora", "full"):
@@ -61,11 +61,7 @@ def run_cpt(opts: CPTOptions, log=print) -> dict:
     settings = {**settings_record(opts, cfg, data_label), "update": opts.update}
     store = open_store(out, settings, "knowledge-cpt")
 
-    lm = load_model(opts.model, opts.device, opts.dtype)
-    domain = build_domain(opts, lm, grader)
-    loop = InnerLoop(lm, domain, cfg, answer_tokens=opts.answer_tokens, show_progress=opts.show_progress)
-    pooled = InnerLoop(lm, PooledDomain(domain), cfg, answer_tokens=opts.answer_tokens,
-                       show_progress=opts.show_progress)
+    lm, domain, loop, pooled = load_pooled_loops(opts, cfg, grader)
     base_ev = ensure_base_evals(store, loop, lm.name, chosen)
     pool = Pool(tuple(chosen))
 

@@ -43,6 +43,18 @@ class PooledDomain:
         return evaluation.accuracy
 
 
+def load_pooled_loops(opts, cfg, grader):
+    """The model, its domain, an inner loop over single passages (base answers) and one over pools."""
+    from ...inner import InnerLoop
+    from ...models import load_model
+    from .experiment import build_domain
+
+    lm = load_model(opts.model, opts.device, opts.dtype)
+    domain = build_domain(opts, lm, grader)
+    kw = dict(answer_tokens=opts.answer_tokens, show_progress=opts.show_progress)
+    return lm, domain, InnerLoop(lm, domain, cfg, **kw), InnerLoop(lm, PooledDomain(domain), cfg, **kw)
+
+
 def split_grades(pool: Pool, grades: list[float]) -> dict[str, float]:
     """Per-passage accuracy from the pooled grades."""
     out, i = {}, 0

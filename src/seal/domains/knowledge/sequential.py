@@ -25,8 +25,8 @@ from ...adapters import merge_adapter_state
 from ...config import inner_preset
 from .data import DataError, resolve_data, select
 from ...runs import ensure_base_evals, open_store, trial_recorder, trial_seed, write_json
-from .experiment import EvalOptions, build_domain, ensure_self_edits, make_grader_checked, settings_record
-from .pooled import Pool, PooledDomain, split_grades
+from .experiment import EvalOptions, ensure_self_edits, make_grader_checked, settings_record
+from .pooled import Pool, load_pooled_loops, split_grades
 
 
 @dataclass
@@ -48,8 +48,7 @@ def forgetting_reward(new_acc: float, before: list[float], after: list[float], w
 
 
 def run_sequential(opts: SequentialOptions, log=print) -> dict:
-    from ...inner import InnerLoop, Trial
-    from ...models import load_model
+    from ...inner import Trial
 
     if opts.pick not in ("accuracy", "forgetting") or opts.edit not in ("self-edit", "passage"):
         raise ValueError("pick must be accuracy or forgetting; edit must be self-edit or passage")
@@ -66,11 +65,7 @@ def run_sequential(opts: SequentialOptions, log=print) -> dict:
                 "pick": opts.pick, "forget_weight": opts.forget_weight, "edit": opts.edit}
     store = open_store(out, settings, "knowledge-sequential")
 
-    lm = load_model(opts.model, opts.device, opts.dtype)
-    domain = build_domain(opts, lm, grader)
-    loop = InnerLoop(lm, domain, cfg, answer_tokens=opts.answer_tokens, show_progress=opts.show_progress)
-    pooled = InnerLoop(lm, PooledDomain(domain), cfg, answer_tokens=opts.answer_tokens,
-                       show_progress=opts.show_progress)
+    lm, domain, loop, pooled = load_pooled_loops(opts, cfg, grader)
     original = {k: v.detach().clone() for k, v in lm.model.state_dict().items()}
     scale = cfg.alpha / cfg.rank
 
