@@ -88,7 +88,9 @@ def finetune_and_merge(lm: LoadedModel, pairs: list[tuple[str, str]], cfg: SFTCo
     the adapter into the weights in place. With `out_dir`, save the adapter in PEFT's format under
     `out_dir/adapter` and the merged model (safetensors + tokenizer) under `out_dir/merged`."""
     t0 = time.perf_counter()
-    if not pairs:
+    if not pairs:  # nothing to learn from: the next model is this one, saved as its checkpoint all the same
+        if out_dir is not None:
+            save_model(lm, Path(out_dir) / "merged")
         return SFTResult(steps=0, final_loss=None)
     tok = lm.tokenizer
     ids, masks = tokenize_update(tok, Update(pairs=list(pairs)), cfg.max_seq_len)

@@ -68,6 +68,13 @@ def trial_recorder(store: RunStore, trials: list):
     return record
 
 
+def write_results(out: str | Path, kind: str, settings: dict, **fields) -> dict:
+    """RUN_DIR/results.json: the run's kind, settings, results and the command that made it."""
+    payload = {"kind": kind, "settings": settings, **fields, "command": os.environ.get("SEAL_COMMAND", "")}
+    write_json(Path(out) / "results.json", payload)
+    return payload
+
+
 def write_json(path: Path, payload: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2))

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...config import inner_preset
 from ...outer import SFTConfig, finetune_and_merge
-from ...runs import ensure_base_evals, open_store, trial_recorder, trial_seed, write_json
+from ...runs import ensure_base_evals, open_store, trial_recorder, trial_seed, write_results
 from ...stats import mean_ci95
 from .domain import ArcDomain, ArcSettings, answer_tokens_for
 from .selfedit import validate_config
@@ -180,9 +179,6 @@ def run_arc(opts: ArcOptions, train: bool = False, log=print) -> dict:
             log(f"round {r}: {len(pairs)} of {len(rows)} self-edits solved their task; finetuning the generator")
             rel = Path("checkpoints") / f"round-{r}"
             res = finetune_and_merge(lm, pairs, sft_cfg, seed=trial_seed(opts.seed, "sft", r), out_dir=out / rel)
-            if not pairs:
-                from ...outer import save_model
-                save_model(lm, out / rel / "merged")
             store.set_meta(f"sft:{r}", {"steps": res.steps, "final_loss": res.final_loss, "examples": res.examples})
             store.set_meta(f"checkpoint:{r}", str(rel / "merged"))
         # The trained generator writes self-edits for the eval tasks and is the model they update (as the paper).
@@ -191,10 +187,7 @@ def run_arc(opts: ArcOptions, train: bool = False, log=print) -> dict:
     results = summarize_arc(store, tasks, opts, train)
     store.set_meta("arc", results)
     store.close()
-    payload = {"kind": kind, "settings": _settings(opts, cfg, kind), "conditions": results,
-               "command": os.environ.get("SEAL_COMMAND", "")}
-    write_json(out / "results.json", payload)
-    return payload
+    return write_results(out, kind, _settings(opts, cfg, kind), conditions=results)
 
 
 def summarize_arc(store, tasks: list[ArcTask], opts: ArcOptions, train: bool) -> dict:

@@ -10,7 +10,6 @@ a bootstrap 95% interval).
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 from ...config import inner_preset
 from ...stats import mean_ci95
 from .data import DataError, resolve_data, select
-from ...runs import add_timing, ensure_base_evals, open_store, trial_recorder, trial_seed, write_json
+from ...runs import add_timing, ensure_base_evals, open_store, trial_recorder, trial_seed, write_results
 from .experiment import (ConditionError, EvalOptions, build_domain, ensure_self_edits, make_grader_checked,
                          parse_conditions, settings_record)
 from .pooled import Pool, load_pooled_loops, pooled_update, split_grades
@@ -109,10 +108,7 @@ def run_cpt(opts: CPTOptions, log=print) -> dict:
     results = summarize_cpt(store, chosen, list(conditions), base_ev)
     store.set_meta("cpt", results)
     store.close()
-    payload = {"kind": "knowledge-cpt", "settings": settings, "conditions": results,
-               "command": os.environ.get("SEAL_COMMAND", "")}
-    write_json(out / "results.json", payload)
-    return payload
+    return write_results(out, "knowledge-cpt", settings, conditions=results)
 
 
 def summarize_cpt(store, chosen, conditions, base_ev) -> dict:

@@ -16,7 +16,6 @@ start with the same seeds.
 from __future__ import annotations
 
 import math
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 from ...adapters import merge_adapter_state
 from ...config import inner_preset
 from .data import DataError, resolve_data, select
-from ...runs import ensure_base_evals, open_store, trial_recorder, trial_seed, write_json
+from ...runs import ensure_base_evals, open_store, trial_recorder, trial_seed, write_results
 from .experiment import EvalOptions, ensure_self_edits, make_grader_checked, settings_record
 from .pooled import Pool, load_pooled_loops, split_grades
 
@@ -118,10 +117,7 @@ def run_sequential(opts: SequentialOptions, log=print) -> dict:
                                               if x["forgetting_reward"] is not None])
     store.set_meta("forgetting", result)
     store.close()
-    payload = {"kind": "knowledge-sequential", "settings": settings, "forgetting": result,
-               "command": os.environ.get("SEAL_COMMAND", "")}
-    write_json(out / "results.json", payload)
-    return payload
+    return write_results(out, "knowledge-sequential", settings, forgetting=result)
 
 
 def _mean(xs):

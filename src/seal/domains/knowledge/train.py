@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...config import inner_preset
 from ...outer import SELECTION_RULES, Candidate, SFTConfig, finetune_and_merge, select_self_edits
 from ...stats import mean_ci95
-from ...runs import add_timing, ensure_base_evals, open_store, trial_recorder, trial_seed, write_json
+from ...runs import add_timing, ensure_base_evals, open_store, trial_recorder, trial_seed, write_results
 from .data import DataError, resolve_data, select
 from .experiment import EvalOptions, build_domain, ensure_self_edits, make_grader_checked
 
@@ -157,9 +156,6 @@ def run_train(opts: TrainOptions, log=print) -> dict:
         log(f"round {r}: finetuning the generator on {len(pairs)} selected self-edit(s)")
         rel = Path("checkpoints") / f"round-{r}"
         res = finetune_and_merge(teacher, pairs, sft_cfg, seed=trial_seed(opts.seed, "sft", r), out_dir=out / rel)
-        if not pairs:  # nothing to learn from: the next model is this one, saved as its checkpoint
-            from ...outer import save_model
-            save_model(teacher, out / rel / "merged")
         store.set_meta(f"sft:{r}", {"steps": res.steps, "final_loss": res.final_loss, "losses": res.losses,
                                     "examples": res.examples, "seconds": round(res.seconds, 1)})
         add_timing(store, f"sft:{r}", res.seconds)
@@ -173,11 +169,9 @@ def run_train(opts: TrainOptions, log=print) -> dict:
         if r < opts.rounds:
             train_round(r + 1)
 
-    payload = {"kind": "knowledge-train", "settings": settings, "command": os.environ.get("SEAL_COMMAND", ""),
-               **summarize_train(store, eval_ctx, opts.rounds, model_key)}
+    summary = summarize_train(store, eval_ctx, opts.rounds, model_key)
     store.close()
-    write_json(out / "results.json", payload)
-    return payload
+    return write_results(out, "knowledge-train", settings, **summary)
 
 
 def summarize_train(store, eval_ctx, rounds: int, model_key) -> dict:
