@@ -1,7 +1,6 @@
 """Batched text generation with the embedded transformers model, each row optionally through its own adapter.
 
-Rows are sorted by prompt length and cut into batches (left padding), so short prompts do not pay for long
-ones; the KV cache is on. Results come back in the caller's order.
+Rows are sorted (by adapter, then by prompt length) and cut into batches (left padding); the KV cache is on. Results come back in the caller's order.
 """
 from __future__ import annotations
 
@@ -36,7 +35,12 @@ def generate(lm: LoadedModel, prompts: Sequence[str], *, max_new_tokens: int = 3
     if adapter_index is not None and len(adapter_index) != len(prompts):
         raise ValueError("adapter_index must have one entry per prompt")
     encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
+    # Longest first, so short prompts do not pay for long ones; with adapters, rows of one adapter first stay
+    # together, so that a batch holds few adapters (each adapter's weights are read once per batch).
+    if adapter_index is not None:
+        order = sorted(range(len(prompts)), key=lambda i: (adapter_index[i], -len(encoded[i])))
+    else:
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
     out: list[str] = [""] * len(prompts)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     eos_ids = _stop_ids(lm)
