@@ -219,6 +219,12 @@ def test_generator_is_deterministic_and_sized():
     assert all(len(e.input) == 8 for t in small for e in t.train)
     assert generate_task("gravity", 1, 2) == generate_tasks(3, 1, families=["gravity"])[2]
     assert len(load_tasks("builtin:easy:10:4", split=False)) == 10
+    picked = load_tasks("builtin:tiny:4:2:colour_map+flip_v", split=False)
+    assert [t.id.split("-")[1] for t in picked] == ["colour_map", "flip_v", "colour_map", "flip_v"]
+    assert all(len(g) == 3 and len(g[0]) == 3 and len({c for r in g for c in r} - {0}) == 1
+               for t in picked for e in t.train for g in [e.input])
+    with pytest.raises(ValueError, match="unknown task families"):
+        load_tasks("builtin:tiny:4:2:colour_map+spin")
 
 
 def test_generator_rejects_bad_arguments():

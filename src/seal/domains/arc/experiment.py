@@ -17,6 +17,7 @@ from ...config import inner_preset
 from ...outer import SFTConfig, finetune_and_merge
 from ...runs import ensure_base_evals, open_store, trial_recorder, trial_seed, write_results
 from ...stats import mean_ci95
+from .constrained import self_edit_trie
 from .domain import ArcDomain, ArcSettings, answer_tokens_for
 from .selfedit import validate_config
 from .serialize import Prompt
@@ -29,6 +30,7 @@ ORACLE = {"data_generation": {"use_basic_augmentations": True, "use_size_augment
           "training": {"strategy": "train_using_output_tokens", "learning_rate": 1e-3, "num_train_epochs": 2}}
 
 CONDITIONS = ("in-context", "self-edit", "oracle")
+DECODINGS = ("constrained", "free")
 
 
 @dataclass
@@ -40,6 +42,7 @@ class ArcOptions:
     rounds: int = 1                           # ReST-EM rounds (paper: 1)
     oracle: dict = field(default_factory=lambda: json.loads(json.dumps(ORACLE)))
     temperature: float = 0.8                  # paper's self-edit sampling
+    decoding: str = "constrained"             # constrained: only menu self-edits (see constrained.py); free: paper
     max_new_tokens: int = 128
     model: str | None = None
     device: str | None = None
@@ -84,6 +87,8 @@ def _check(opts: ArcOptions) -> None:
     unknown = [c for c in opts.conditions if c not in CONDITIONS]
     if unknown:
         raise ValueError(f"unknown ARC condition(s) {unknown}; use {', '.join(CONDITIONS)}")
+    if opts.decoding not in DECODINGS:
+        raise ValueError(f"unknown self-edit decoding {opts.decoding!r}; use {' or '.join(DECODINGS)}")
     if opts.k < 1 or opts.rounds < 1:
         raise ValueError("k and rounds must be >= 1")
     oracle = validate_config(opts.oracle)
@@ -98,12 +103,16 @@ def _sample(store, lm, domain: ArcDomain, round_: int, source: str, tasks: list[
     stored = store.self_edits(round_, source)
     todo = [(t, s) for t in tasks for s in range(k) if (t.id, s) not in stored]
     chunk = 16
+    allowed, max_new = None, opts.max_new_tokens
+    if opts.decoding == "constrained" and todo:
+        trie = self_edit_trie(lm.tokenizer)
+        allowed, max_new = trie.allowed, max(max_new, trie.depth)   # never cut a menu self-edit short
     for i in range(0, len(todo), chunk):
         part = todo[i:i + chunk]
         prompts = [domain.self_edit_prompt(t) for t, _ in part]
-        texts = generate(lm, prompts, max_new_tokens=opts.max_new_tokens, temperature=opts.temperature,
-                         batch_size=chunk, seed=trial_seed(opts.seed, "gen", round_, source, part[0][0].id,
-                                                           part[0][1]))
+        texts = generate(lm, prompts, max_new_tokens=max_new, temperature=opts.temperature,
+                         batch_size=chunk, allowed_tokens=allowed,
+                         seed=trial_seed(opts.seed, "gen", round_, source, part[0][0].id, part[0][1]))
         store.add_self_edits(round_, source, [(t.id, s, p, x) for (t, s), p, x in zip(part, prompts, texts)])
     stored = store.self_edits(round_, source)
     return {t.id: [stored[(t.id, s)] for s in range(k)] for t in tasks}
@@ -160,7 +169,10 @@ def run_arc(opts: ArcOptions, train: bool = False, log=print) -> dict:
             break
     lm = load_model(ckpt or opts.model, opts.device, opts.dtype)
     domain = _setup(opts, lm)
-    loop = InnerLoop(lm, domain, cfg, answer_tokens=answer_tokens_for(tasks + train_tasks), answer_batch=16,
+    # An answer longer than the token limit could not be part of a training example either; the cap keeps one
+    # huge grid (30 x 30 is about 2,700 tokens) from making every row of a CPU batch decode that long.
+    answer_tokens = min(answer_tokens_for(tasks + train_tasks), domain.s.max_tokens)
+    loop = InnerLoop(lm, domain, cfg, answer_tokens=answer_tokens, answer_batch=16,
                      show_progress=opts.show_progress)
 
     if start == 0:

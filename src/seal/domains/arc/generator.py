@@ -25,6 +25,7 @@ class Difficulty:
 
 
 DIFFICULTIES = {
+    "tiny": Difficulty(3, 3, 1, 1),    # 3 x 3 grids, one colour on the background
     "easy": Difficulty(3, 4, 1, 2),    # 2-3 colours counting the background
     "medium": Difficulty(3, 6, 1, 3),
     "hard": Difficulty(5, 10, 2, 5),

