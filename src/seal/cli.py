@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "cut there (default 1024; paper 8192)")
         ap.add_argument("--n-permutations", type=int, help="demonstration orders per context at inference (default 1)")
         ap.add_argument("--max-new-tokens", type=int, default=128, help="self-edit length cap (paper 128)")
+        ap.add_argument("--temperature", type=float, default=0.8, help="self-edit sampling temperature (paper 0.8)")
         ap.add_argument("--self-edit-decoding", default="constrained", choices=["constrained", "free"],
                         help="constrained (default): sample only valid self-edits from a fixed menu of values, "
                              "which small models need; free: any text, invalid JSON earns 0 (the paper)")
@@ -249,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             ttt = {"max_examples": a.max_examples, "n_permutations": a.n_permutations, "max_tokens": a.max_tokens}
             opts = ArcOptions(tasks=a.tasks, conditions=[c.strip() for c in a.conditions.split(",") if c.strip()],
                               k=a.k, oracle=_json.loads(a.oracle) if a.oracle else ORACLE,
-                              max_new_tokens=a.max_new_tokens, decoding=a.self_edit_decoding, model=a.model,
+                              max_new_tokens=a.max_new_tokens, temperature=a.temperature,
+                              decoding=a.self_edit_decoding, model=a.model,
                               device=a.device, dtype=a.dtype,
                               preset=a.preset, inner=_inner_overrides(a), seed=a.seed, out=a.out,
                               ttt={k: v for k, v in ttt.items() if v is not None}, show_progress=not a.no_progress)
