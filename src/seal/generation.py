@@ -1,6 +1,7 @@
 """Batched text generation with the embedded transformers model, each row optionally through its own adapter.
 
-Rows are sorted (by adapter, then by prompt length) and cut into batches (left padding); the KV cache is on. Results come back in the caller's order.
+Rows are sorted (by adapter, then by prompt length) and cut into batches (left padding); the KV cache is on.
+Results come back in the caller's order.
 """
 from __future__ import annotations
 
@@ -38,12 +39,10 @@ def generate(lm: LoadedModel, prompts: Sequence[str], *, max_new_tokens: int = 3
     if adapter_index is not None and len(adapter_index) != len(prompts):
         raise ValueError("adapter_index must have one entry per prompt")
     encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    # Longest first, so short prompts do not pay for long ones; with adapters, rows of one adapter first stay
-    # together, so that a batch holds few adapters (each adapter's weights are read once per batch).
-    if adapter_index is not None:
-        order = sorted(range(len(prompts)), key=lambda i: (adapter_index[i], -len(encoded[i])))
-    else:
-        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
+    # Rows of one adapter together, so that a batch holds few adapters (each adapter's weights are read once per
+    # forward); within that, longest first, so short prompts do not pay for long ones.
+    group = adapter_index if adapter_index is not None else [0] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: (group[i], -len(encoded[i])))
     out: list[str] = [""] * len(prompts)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     eos_ids = _stop_ids(lm)

@@ -42,14 +42,14 @@ class TokenTrie:
 
     def __init__(self, texts: Sequence[str], encode: Callable[[str], list[int]], end_id: int):
         self.end_id = end_id
-        self.next: dict[tuple[int, ...], set[int]] = {}
         self.depth = 0   # tokens in the longest text, its end included: enough new tokens for any of them
+        children: dict[tuple[int, ...], set[int]] = {}
         for text in texts:
             ids = list(encode(text)) + [end_id]
             self.depth = max(self.depth, len(ids))
             for i, tok in enumerate(ids):
-                self.next.setdefault(tuple(ids[:i]), set()).add(tok)
-        self._lists = {k: sorted(v) for k, v in self.next.items()}
+                children.setdefault(tuple(ids[:i]), set()).add(tok)
+        self._lists = {k: sorted(v) for k, v in children.items()}
 
     def allowed(self, prefix: Sequence[int]) -> list[int]:
         """Tokens that keep `prefix` on the trie; past the end (or off it, which the sampler never goes) only
