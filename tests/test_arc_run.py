@@ -7,6 +7,7 @@ import pytest
 
 from seal.domains.arc.constrained import canonical, menu
 from seal.domains.arc.domain import ArcDomain, ArcSettings, attempts_of
+from seal.domains.arc.experiment import select_self_edits
 from seal.domains.arc.generator import generate_tasks
 from seal.domains.arc.serialize import grid_to_text
 from seal.store import RunStore
@@ -60,11 +61,37 @@ def test_grading_votes_over_views(domain, task):
     right = [grid_to_text(q.view.apply(expected)) for q in qs]     # each view answers in its own frame
     ev = domain.grade(task, right)
     assert ev.accuracy == 1.0 and attempts_of(ev.answers[0]) == [expected]   # stored attempts read back
+    assert ev.grades == [1.0] and domain.reward(ev) == 1.0
     wrong = ["1 2\n3 4"] * len(qs)
-    assert domain.grade(task, wrong).accuracy == 0.0
+    ev = domain.grade(task, wrong)
+    assert ev.accuracy == 0.0 and ev.grades == [0.0]
+    # one wrong cell: unsolved, so the binary reward is 0, but the graded ("cells") reward sees how close it was
+    near = [list(row) for row in expected]
+    near[0][0] = (near[0][0] + 1) % 10
+    ev = domain.grade(task, [grid_to_text(q.view.apply(tuple(map(tuple, near)))) for q in qs])
+    cells = len(expected) * len(expected[0])
+    assert ev.accuracy == 0.0 and ev.grades == [pytest.approx((cells - 1) / cells)] and domain.reward(ev) == 0.0
+    graded = ArcDomain(domain.render, domain.count_tokens, domain.s, reward="cells")
+    assert graded.reward(ev) == pytest.approx((cells - 1) / cells)
+    with pytest.raises(ValueError, match="unknown ARC reward 'gain'"):
+        ArcDomain(domain.render, domain.count_tokens, reward="gain")
     # a minority of right answers still wins one of the two attempts when the rest disagree with each other
     mixed = right[:2] + [f"{i} {i}" for i in range(len(qs) - 2)]
     assert domain.grade(task, mixed).accuracy == 1.0
+
+
+def _row(task: str, sample: int, accuracy: float, reward: float, status: str = "ok") -> dict:
+    return {"context_id": task, "sample": sample, "accuracy": accuracy, "reward": reward, "status": status}
+
+
+def test_rest_em_selection_binary_and_graded():
+    rows = [_row("a", 0, 1.0, 1.0), _row("a", 1, 1.0, 1.0), _row("a", 2, 0.0, 0.9),
+            _row("b", 0, 0.0, 0.5), _row("b", 1, 0.0, 0.7), _row("b", 2, 0.0, 0.7),
+            _row("c", 0, 0.0, 0.0), _row("d", 0, 0.0, 0.0, "invalid"), _row("e", 0, 1.0, 1.0, "failed")]
+    key = lambda rows: [(r["context_id"], r["sample"]) for r in rows]
+    assert key(select_self_edits(rows)) == [("a", 0), ("a", 1)]              # binary: every solver, nothing else
+    # cells: each task's best (ties kept), none where all scored 0; invalid and failed rows never count
+    assert key(select_self_edits(rows, "cells")) == [("a", 0), ("a", 1), ("b", 1), ("b", 2)]
 
 
 def _seal_arc(command: str, model, out, *args: str) -> None:
@@ -77,7 +104,8 @@ def _seal_arc(command: str, model, out, *args: str) -> None:
 
 def test_arc_mini_run_on_a_tiny_model(tiny_dir, tmp_path):
     out = tmp_path / "arc"
-    _seal_arc("train", tiny_dir, out, "--train-tasks", "builtin:easy:2:1", "--max-examples", "4")
+    _seal_arc("train", tiny_dir, out, "--train-tasks", "builtin:easy:2:1", "--max-examples", "4",
+              "--train-k", "3", "--reward", "cells")
     res = json.loads((out / "results.json").read_text())["conditions"]
     assert set(res) == {"in-context", "TTT + self-edits (untrained)", "SEAL (round 1)", "Oracle TTT"}
     assert res["TTT + self-edits (untrained)"]["n_pairs"] == 4 and res["Oracle TTT"]["n_pairs"] == 2
@@ -88,6 +116,11 @@ def test_arc_mini_run_on_a_tiny_model(tiny_dir, tmp_path):
     menu_texts = {canonical(c) for c in menu()}
     for t in store.trials(0, "self-edit"):   # constrained decoding: even a random model writes menu self-edits
         assert t["status"] == "ok" and t["self_edit"] in menu_texts and t["steps"] > 0
+    train = store.trials(1, "train")
+    assert len(train) == 2 * 3 and all(0.0 <= t["reward"] <= 1.0 and len(t["grades"]) >= 1 for t in train)
+    selected = store.get_meta("selected:1")
+    assert [(s["context_id"], s["sample"]) for s in selected] == \
+        [(t["context_id"], t["sample"]) for t in select_self_edits(train, "cells")]
     assert (out / "checkpoints" / "round-1" / "merged" / "config.json").exists()
     store.close()
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from seal.domains.arc import (GEOMETRIC, GROUPS, Example, build_ttt_examples, generate_tasks, grid_to_text,
-                              inference_queries, leave_n_out, load_tasks, solved, task_solved, vote)
+                              inference_queries, leave_n_out, load_tasks, solved, task_solved, vote, cell_share)
 from seal.domains.arc.augment import stretch
 from seal.domains.arc.selfedit import parse_self_edit
 from seal.domains.arc.ttt_data import ttt_pairs
@@ -159,6 +159,18 @@ def test_task_solved_needs_every_test():
     assert not task_solved([[a, b], [a]], [b, b])
     with pytest.raises(ValueError):
         task_solved([[a]], [a, b])
+
+
+def test_cell_share_grades_the_best_attempt():
+    truth = ((1, 2, 3), (4, 5, 6))
+    assert cell_share([truth], truth) == 1.0
+    assert cell_share([((1, 2, 3), (4, 5, 0))], truth) == pytest.approx(5 / 6)
+    # the better of the two attempts counts; another shape scores 0; a third attempt is never looked at
+    assert cell_share([((0, 0, 0), (4, 5, 6)), ((1, 2, 3), (4, 0, 0))], truth) == pytest.approx(4 / 6)
+    assert cell_share([((1, 2), (4, 5)), ((1, 2, 3),)], truth) == 0.0
+    assert cell_share([((1, 2, 3, 9), (4, 5, 6, 9))], truth) == 0.0
+    assert cell_share([((0, 0, 0), (0, 0, 0)), ((0, 0, 0), (0, 0, 0)), truth], truth) == 0.0
+    assert cell_share([], truth) == 0.0
 
 
 def test_generated_tasks_flow_end_to_end():

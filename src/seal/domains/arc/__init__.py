@@ -10,7 +10,7 @@ from .selfedit import SelfEditConfig, SelfEditResult, parse_self_edit, self_edit
 from .serialize import Prompt, example_pair_text, grid_to_text, parse_answer, task_prompt, text_to_grid
 from .tasks import PAPER_EVAL_IDS, PAPER_TRAIN_IDS, ArcTask, Example, load_tasks
 from .ttt_data import TTTExample, build_ttt_examples, inference_queries, leave_n_out
-from .voting import solved, task_solved, vote
+from .voting import cell_share, solved, task_solved, vote
 
 __all__ = [
     "GEOMETRIC", "GROUPS", "INFERENCE_VIEWS", "Transform", "augmenters", "transform_task",
@@ -20,5 +20,5 @@ __all__ = [
     "Prompt", "example_pair_text", "grid_to_text", "parse_answer", "task_prompt", "text_to_grid",
     "PAPER_EVAL_IDS", "PAPER_TRAIN_IDS", "ArcTask", "Example", "load_tasks",
     "TTTExample", "build_ttt_examples", "inference_queries", "leave_n_out",
-    "solved", "task_solved", "vote",
+    "cell_share", "solved", "task_solved", "vote",
 ]

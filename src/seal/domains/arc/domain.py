@@ -1,5 +1,6 @@
 """The ARC domain for the engine: a task in, a JSON self-edit out, test-time training on the demonstrations,
-augmented greedy inference with a vote, reward 1 when every test output is among the two attempts.
+augmented greedy inference with a vote, reward 1 when every test output is among the two attempts (or, with
+reward="cells", the share of correct cells: see `cell_share`).
 
 It answers the Domain protocol's questions, so the batched inner loop trains k self-edits' TTT adapters in
 one pass and answers every view of every task in one generation, as in the knowledge domain.
@@ -15,7 +16,7 @@ from .selfedit import MAX_STEPS, SelfEditConfig, parse_self_edit, self_edit_prom
 from .serialize import Prompt, grid_to_text
 from .tasks import ArcTask
 from .ttt_data import build_ttt_examples, inference_queries
-from .voting import task_solved, vote
+from .voting import cell_share, task_solved, vote
 
 
 @dataclass
@@ -31,16 +32,22 @@ class ArcSettings:
     seed: int = 0
 
 
+REWARDS = ("binary", "cells")
+
+
 class ArcDomain:
     name = "arc"
     stop_at_newline = False           # answers are multi-line grids
 
     def __init__(self, render: Callable[[Prompt], str], count_tokens: Callable[[str], int],
-                 settings: ArcSettings | None = None, eos_text: str = ""):
+                 settings: ArcSettings | None = None, eos_text: str = "", reward: str = "binary"):
+        if reward not in REWARDS:
+            raise ValueError(f"unknown ARC reward {reward!r}; use {' or '.join(REWARDS)}")
         self.render = render
         self.count_tokens = count_tokens
         self.s = settings or ArcSettings()
         self.eos_text = eos_text
+        self.reward_kind = reward
 
     # 2. the self-edit prompt
     def self_edit_prompt(self, task: ArcTask) -> str:
@@ -83,13 +90,18 @@ class ArcDomain:
         for qs in self._queries(task):
             attempts.append(vote(zip([q.view for q in qs], answers[i:i + len(qs)])))
             i += len(qs)
-        ok = task_solved(attempts, [t.output for t in task.test])
-        # Stored per test input: its voted attempts as grid text, separated by a blank line (see `attempts_of`).
+        expected = [t.output for t in task.test]
+        ok = task_solved(attempts, expected)
+        # Stored per test input: its voted attempts as grid text, separated by a blank line (see `attempts_of`),
+        # and its grade, the best attempt's share of correct cells (1.0 when that test output is solved).
         shown = ["\n\n".join(grid_to_text(g) for g in a) for a in attempts]
-        return Evaluation(answers=shown, grades=[float(ok)], accuracy=float(ok))
+        grades = [cell_share(a, e) for a, e in zip(attempts, expected)]
+        return Evaluation(answers=shown, grades=grades, accuracy=float(ok))
 
-    # 5. reward: binary, as the paper
+    # 5. reward: binary, as the paper (accuracy: 1 when the task is solved), or graded by cells
     def reward(self, evaluation: Evaluation, base: Evaluation | None = None) -> float:
+        if self.reward_kind == "cells":
+            return sum(evaluation.grades) / max(1, len(evaluation.grades))
         return evaluation.accuracy
 
 

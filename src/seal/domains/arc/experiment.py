@@ -1,8 +1,12 @@
 """ARC experiments: `seal arc eval` (in-context / TTT with self-edits / Oracle TTT) and `seal arc train` (SEAL:
-ReST-EM rounds with a binary reward, then the same evaluation with the trained generator).
+ReST-EM rounds, then the same evaluation with the trained generator).
+
+The training reward is binary by default, as the paper: every self-edit that solved its task is kept. With
+reward="cells" it is the share of correct cells of the best attempt, and per task the best-scoring self-edits
+are kept, so a round still has something to learn from when no rollout solves a task outright.
 
 Success rate = share of (task, self-edit) pairs whose adapted model solved the task (every test output among
-two voted attempts); `tasks_solved` = share of tasks solved by at least one pair. In-context and Oracle TTT
+two voted attempts), whatever the training reward; `tasks_solved` = share of tasks solved by at least one pair. In-context and Oracle TTT
 have one pair per task. As in the knowledge experiments, everything is stored as it finishes and a rerun of
 the same command resumes.
 """
@@ -18,7 +22,7 @@ from ...outer import SFTConfig, finetune_and_merge
 from ...runs import ensure_base_evals, open_store, trial_recorder, trial_seed, write_results
 from ...stats import mean_ci95
 from .constrained import self_edit_trie
-from .domain import ArcDomain, ArcSettings, answer_tokens_for
+from .domain import REWARDS, ArcDomain, ArcSettings, answer_tokens_for
 from .selfedit import validate_config
 from .serialize import Prompt
 from .tasks import ArcTask, load_tasks
@@ -38,8 +42,10 @@ class ArcOptions:
     tasks: str = "builtin:easy:12:0"          # eval tasks
     train_tasks: str = "builtin:easy:24:1"    # training tasks (arc train only)
     conditions: list[str] = field(default_factory=lambda: list(CONDITIONS))
-    k: int = 3                                # self-edits per task (paper: 15 training, 5 evaluation)
+    k: int = 3                                # self-edits per eval task (paper: 5)
+    train_k: int | None = None                # self-edits per training task (paper: 15); None: k
     rounds: int = 1                           # ReST-EM rounds (paper: 1)
+    reward: str = "binary"                    # ReST-EM reward: binary (paper) or cells (graded, see above)
     oracle: dict = field(default_factory=lambda: json.loads(json.dumps(ORACLE)))
     temperature: float = 0.8                  # paper's self-edit sampling
     decoding: str = "constrained"             # constrained: only menu self-edits (see constrained.py); free: paper
@@ -67,7 +73,7 @@ def _setup(opts: ArcOptions, lm):
     tok = lm.tokenizer
     settings = ArcSettings(**opts.ttt)
     count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
-    return ArcDomain(lambda p: _render(lm, p), count, settings, eos_text=tok.eos_token or "")
+    return ArcDomain(lambda p: _render(lm, p), count, settings, eos_text=tok.eos_token or "", reward=opts.reward)
 
 
 def _settings(opts: ArcOptions, cfg, kind: str) -> dict:
@@ -75,7 +81,7 @@ def _settings(opts: ArcOptions, cfg, kind: str) -> dict:
     for k in ("out", "show_progress", "device", "inner", "preset"):
         d.pop(k)
     if kind == "arc-eval":
-        for k in ("train_tasks", "rounds", "sft"):
+        for k in ("train_tasks", "rounds", "sft", "train_k", "reward"):
             d.pop(k)
     d["inner"] = dataclasses.asdict(cfg)
     for perf_only in ("adapters_per_pack", "micro_batch_tokens"):
@@ -89,8 +95,10 @@ def _check(opts: ArcOptions) -> None:
         raise ValueError(f"unknown ARC condition(s) {unknown}; use {', '.join(CONDITIONS)}")
     if opts.decoding not in DECODINGS:
         raise ValueError(f"unknown self-edit decoding {opts.decoding!r}; use {' or '.join(DECODINGS)}")
-    if opts.k < 1 or opts.rounds < 1:
-        raise ValueError("k and rounds must be >= 1")
+    if opts.reward not in REWARDS:
+        raise ValueError(f"unknown ARC reward {opts.reward!r}; use {' or '.join(REWARDS)}")
+    if opts.k < 1 or opts.rounds < 1 or (opts.train_k is not None and opts.train_k < 1):
+        raise ValueError("k, train_k and rounds must be >= 1")
     oracle = validate_config(opts.oracle)
     if isinstance(oracle, str):
         raise ValueError(f"the oracle configuration is not a valid self-edit: {oracle}")
@@ -179,16 +187,17 @@ def run_arc(opts: ArcOptions, train: bool = False, log=print) -> dict:
         _evaluate(store, lm, domain, loop, tasks, opts, 0, "self-edit", opts.conditions)
     if train:
         for r in range(start + 1, opts.rounds + 1):
-            trials = _self_edit_trials(store, lm, domain, loop, r, "train", train_tasks, opts.k, opts)
+            trials = _self_edit_trials(store, lm, domain, loop, r, "train", train_tasks, opts.train_k or opts.k, opts)
             loop.run(trials, on_result=trial_recorder(store, trials))
             rows = store.trials(r, "train")
-            # Binary reward: every self-edit that solved its task is reinforced (paper's ReST-EM for ARC).
-            winners = [row for row in rows if row["reward"] > 0]
+            winners = select_self_edits(rows, opts.reward)
             by_id = {t.id: t for t in train_tasks}
             pairs = [(domain.self_edit_prompt(by_id[w["context_id"]]), w["self_edit"]) for w in winners]
             store.set_meta(f"selected:{r}", [{"context_id": w["context_id"], "sample": w["sample"],
                                               "reward": w["reward"]} for w in winners])
-            log(f"round {r}: {len(pairs)} of {len(rows)} self-edits solved their task; finetuning the generator")
+            solved = sum(row["accuracy"] > 0 for row in rows)
+            log(f"round {r}: {solved} of {len(rows)} self-edits solved their task, {len(pairs)} kept; "
+                "finetuning the generator")
             rel = Path("checkpoints") / f"round-{r}"
             res = finetune_and_merge(lm, pairs, sft_cfg, seed=trial_seed(opts.seed, "sft", r), out_dir=out / rel)
             store.set_meta(f"sft:{r}", {"steps": res.steps, "final_loss": res.final_loss, "examples": res.examples})
@@ -202,11 +211,26 @@ def run_arc(opts: ArcOptions, train: bool = False, log=print) -> dict:
     return write_results(out, kind, _settings(opts, cfg, kind), conditions=results)
 
 
+def select_self_edits(rows: list[dict], reward: str = "binary") -> list[dict]:
+    """The training self-edits ReST-EM clones, from one round's stored trial rows.
+
+    binary (the paper's ARC rule): every self-edit that solved its task. cells: per task, the self-edits with the
+    task's highest reward, if above 0 (ties are all kept, so two rollouts that both solve it both count)."""
+    scored = [row for row in rows if row["status"] == "ok"]
+    if reward == "binary":
+        return [row for row in scored if row["accuracy"] > 0]
+    best: dict[str, float] = {}
+    for row in scored:
+        best[row["context_id"]] = max(best.get(row["context_id"], 0.0), row["reward"])
+    return [row for row in scored if best[row["context_id"]] > 0 and row["reward"] == best[row["context_id"]]]
+
+
 def summarize_arc(store, tasks: list[ArcTask], opts: ArcOptions, train: bool) -> dict:
     ids = {t.id for t in tasks}
     out = {}
 
     def row(pairs: list[tuple[str, float]]) -> dict:
+        """pairs: (task id, 1.0 if solved else 0.0)."""
         rewards = [r for _, r in pairs]
         rate, ci = mean_ci95(rewards)
         solved_tasks = {c for c, r in pairs if r > 0}
@@ -223,12 +247,12 @@ def summarize_arc(store, tasks: list[ArcTask], opts: ArcOptions, train: bool) ->
         for cond, r, name in labels:
             trials = [t for t in store.trials(r, cond) if t["context_id"] in ids]
             if trials:
-                out[name] = {**row([(t["context_id"], t["reward"]) for t in trials]),
+                out[name] = {**row([(t["context_id"], t["accuracy"]) for t in trials]),
                              "invalid_self_edits": sum(t["status"] == "invalid" for t in trials) / len(trials)}
     if "oracle" in opts.conditions:
         trials = [t for t in store.trials(0, "oracle") if t["context_id"] in ids]
         if trials:
-            out["Oracle TTT"] = row([(t["context_id"], t["reward"]) for t in trials])
+            out["Oracle TTT"] = row([(t["context_id"], t["accuracy"]) for t in trials])
     return out
 
 

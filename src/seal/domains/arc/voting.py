@@ -45,3 +45,17 @@ def task_solved(attempts_per_test: Sequence[Sequence[Grid]], expected: Sequence[
     if len(attempts_per_test) != len(expected):
         raise ValueError(f"{len(attempts_per_test)} sets of attempts for {len(expected)} test outputs")
     return all(solved(a, e) for a, e in zip(attempts_per_test, expected))
+
+
+def cell_share(attempts: Sequence[Grid], expected: Grid) -> float:
+    """The share of `expected`'s cells that the best attempt gets right; an attempt of another shape scores 0.
+
+    1.0 exactly when `solved`. A graded signal for ReST-EM selection when binary rewards are all zero (a small
+    model rarely solves a task outright, but a nearly right grid says more about its self-edit than a copy)."""
+    cells = len(expected) * len(expected[0])
+    best = 0.0
+    for grid in attempts[:ATTEMPTS]:
+        if len(grid) == len(expected) and all(len(r) == len(e) for r, e in zip(grid, expected)):
+            same = sum(a == b for r, e in zip(grid, expected) for a, b in zip(r, e))
+            best = max(best, same / cells)
+    return best
