@@ -6,9 +6,9 @@ reward="cells" it is the share of correct cells of the best attempt, and per tas
 are kept, so a round still has something to learn from when no rollout solves a task outright.
 
 Success rate = share of (task, self-edit) pairs whose adapted model solved the task (every test output among
-two voted attempts), whatever the training reward; `tasks_solved` = share of tasks solved by at least one pair. In-context and Oracle TTT
-have one pair per task. As in the knowledge experiments, everything is stored as it finishes and a rerun of
-the same command resumes.
+two voted attempts), whatever the training reward; `tasks_solved` = share of tasks solved by at least one pair.
+In-context and Oracle TTT have one pair per task. As in the knowledge experiments, everything is stored as it
+finishes and a rerun of the same command resumes.
 """
 from __future__ import annotations
 
