@@ -753,8 +753,8 @@ def _arc_conditions(run: Run, rounds: int) -> list[_ArcCondition]:
     planned = s.get("conditions") if isinstance(s.get("conditions"), list) else []
     k = s.get("k") if isinstance(s.get("k"), int) else 1
     answers = run.base_answers.get("round-0", {})
-    in_context = [{"context_id": c, "sample": 0, "status": "ok", "reward": acc, "accuracy": acc, "answers": answers.get(c)}
-                  for c, acc in run.base.get("round-0", {}).items()]
+    in_context = [{"context_id": c, "sample": 0, "status": "ok", "reward": acc, "accuracy": acc,
+                   "answers": answers.get(c)} for c, acc in run.base.get("round-0", {}).items()]
     conditions = [_ArcCondition("in-context", "in-context", in_context, 1),
                   _ArcCondition("self-edit", "TTT + self-edits (untrained)", run.trials_of(0, "self-edit"), k)]
     if rounds:  # arc train always evaluates its trained generator
