@@ -13,7 +13,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 def smol():
     """The built-in SmolLM2-135M-Instruct in fp32 (exact comparisons need fp32)."""
     from seal.logging_setup import quiet_libraries
-    from seal.models import load_model
+    from seal.engine.models import load_model
     quiet_libraries()
     return load_model(dtype="fp32")
 
@@ -23,7 +23,7 @@ def smol64():
     """The built-in model in fp64: batched-vs-alone training is compared here, where float rounding is far
     below anything Adam could amplify (in fp32, near-zero gradients make Adam turn 1e-7 noise into lr-sized
     steps on a few weights, which hides what the test is about)."""
-    from seal.models import load_model
+    from seal.engine.models import load_model
     return load_model(dtype="fp64")
 
 

@@ -3,7 +3,7 @@ import json
 
 from seal.domains.arc.constrained import TokenTrie, canonical, menu, self_edit_trie
 from seal.domains.arc.selfedit import SelfEditConfig, validate_config
-from seal.generation import generate, render_prompt
+from seal.engine.generation import generate, render_prompt
 
 
 def test_every_menu_entry_passes_the_schema_and_texts_are_distinct():

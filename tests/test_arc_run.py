@@ -7,10 +7,10 @@ import pytest
 
 from seal.domains.arc.constrained import canonical, menu
 from seal.domains.arc.domain import ArcDomain, ArcSettings, attempts_of
-from seal.domains.arc.experiment import select_self_edits
+from seal.experiment.restem import candidates, select_self_edits
 from seal.domains.arc.generator import generate_tasks
 from seal.domains.arc.serialize import grid_to_text
-from seal.store import RunStore
+from seal.engine.store import RunStore
 
 GOOD = {"data_generation": {"use_basic_augmentations": True, "use_size_augmentations": False,
                             "use_chain_augmentations": False, "use_repeat_augmentations": False},
@@ -84,14 +84,16 @@ def _row(task: str, sample: int, accuracy: float, reward: float, status: str = "
     return {"context_id": task, "sample": sample, "accuracy": accuracy, "reward": reward, "status": status}
 
 
+
 def test_rest_em_selection_binary_and_graded():
     rows = [_row("a", 0, 1.0, 1.0), _row("a", 1, 1.0, 1.0), _row("a", 2, 0.0, 0.9),
             _row("b", 0, 0.0, 0.5), _row("b", 1, 0.0, 0.7), _row("b", 2, 0.0, 0.7),
             _row("c", 0, 0.0, 0.0), _row("d", 0, 0.0, 0.0, "invalid"), _row("e", 0, 1.0, 1.0, "failed")]
-    key = lambda rows: [(r["context_id"], r["sample"]) for r in rows]
-    assert key(select_self_edits(rows)) == [("a", 0), ("a", 1)]              # binary: every solver, nothing else
+    key = lambda cands: [(c.context_id, c.sample) for c in cands]
+    cands = candidates(rows, {}, ["a", "b", "c", "d", "e"], 3)
+    assert key(select_self_edits(cands, {}, "solved")) == [("a", 0), ("a", 1)]   # binary: every solver, nothing else
     # cells: each task's best (ties kept), none where all scored 0; invalid and failed rows never count
-    assert key(select_self_edits(rows, "cells")) == [("a", 0), ("a", 1), ("b", 1), ("b", 2)]
+    assert key(select_self_edits(cands, {}, "best-graded")) == [("a", 0), ("a", 1), ("b", 1), ("b", 2)]
 
 
 def _seal_arc(command: str, model, out, *args: str) -> None:
@@ -107,12 +109,15 @@ def test_arc_mini_run_on_a_tiny_model(tiny_dir, tmp_path):
     _seal_arc("train", tiny_dir, out, "--train-tasks", "builtin:easy:2:1", "--max-examples", "4",
               "--train-k", "3", "--reward", "cells")
     res = json.loads((out / "results.json").read_text())["conditions"]
-    assert set(res) == {"in-context", "TTT + self-edits (untrained)", "SEAL (round 1)", "Oracle TTT"}
-    assert res["TTT + self-edits (untrained)"]["n_pairs"] == 4 and res["Oracle TTT"]["n_pairs"] == 2
-    assert all(0.0 <= v["success_rate"] <= 1.0 for v in res.values())
+    # keyed as the options and the store name them (display labels are the report's business)
+    assert set(res) == {"in-context", "self-edit", "seal-round-1", "in-context-round-1", "oracle"}
+    assert res["self-edit"]["n_trials"] == 4 and res["oracle"]["n_trials"] == 2 and res["seal-round-1"]["n_trials"] == 4
+    assert all(0.0 <= v["accuracy"] <= 1.0 for v in res.values())
     store = RunStore(out / "store.sqlite")
     oracle = store.trials(0, "oracle")
     assert all(t["status"] == "ok" and t["steps"] == 2 * 2 for t in oracle)   # 4 examples, batch 2, 2 epochs
+    # output-token loss: the examples are stored as (prompt, completion) pairs, not lost as an empty sequence list
+    assert all(len(t["pairs"]) == 4 and not t["sequences"] and t["self_edit"] for t in oracle)
     menu_texts = {canonical(c) for c in menu()}
     for t in store.trials(0, "self-edit"):   # constrained decoding: even a random model writes menu self-edits
         assert t["status"] == "ok" and t["self_edit"] in menu_texts and t["steps"] > 0
@@ -120,7 +125,10 @@ def test_arc_mini_run_on_a_tiny_model(tiny_dir, tmp_path):
     assert len(train) == 2 * 3 and all(0.0 <= t["reward"] <= 1.0 and len(t["grades"]) >= 1 for t in train)
     selected = store.get_meta("selected:1")
     assert [(s["context_id"], s["sample"]) for s in selected] == \
-        [(t["context_id"], t["sample"]) for t in select_self_edits(train, "cells")]
+        [(c.context_id, c.sample) for c in select_self_edits(
+            candidates(train, {}, store.get_meta("contexts:train"), 3), {}, "best-graded")]
+    assert all(set(s) >= {"reward", "accuracy", "base_accuracy", "beat_base", "chars"} for s in selected)
+    assert set(store.get_meta("sft:1")) == {"steps", "final_loss", "losses", "examples", "seconds"}  # one shape
     assert (out / "checkpoints" / "round-1" / "merged" / "config.json").exists()
     store.close()
 

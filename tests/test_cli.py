@@ -48,7 +48,42 @@ def test_cli_end_to_end_and_resume(tiny_dir, tmp_path):
     assert r2.returncode == 0 and "running" not in r2.stderr   # nothing left to run
     assert _trials(out) == rows
     r3 = _run(_cmd(tiny_dir, out, "--n", "3", "--conditions", "base,passage,self-edit", "--lr", "1e-4"))
-    assert r3.returncode == 2 and "other settings (inner)" in r3.stderr
+    assert r3.returncode == 2 and "other settings (inner.lr)" in r3.stderr
+    # The run folder's resolved config reproduces the run: the same settings, so it resumes with nothing to do.
+    r4 = _run([sys.executable, "-m", "seal", "knowledge", "eval", "--config", str(out / "config.yaml")])
+    assert r4.returncode == 0 and "running" not in r4.stderr, r4.stderr
+    assert _trials(out) == rows
+    # Metrics stream: every training step of every trial, and every trial, in metrics.jsonl.
+    from seal.engine.metrics import read_metrics
+    events = read_metrics(out)
+    trials = [e for e in events if e["event"] == "trial"]
+    steps = [e for e in events if e["event"] == "train"]
+    assert len(trials) == 6 and {e["condition"] for e in trials} == {"passage", "self-edit"}
+    store_steps = sum(row[0] for row in sqlite3.connect(out / "store.sqlite").execute("SELECT steps FROM trials"))
+    assert len(steps) == store_steps and all(isinstance(e["loss"], float) for e in steps)
+    # The report reads the same numbers as results.json (one function, one context order).
+    r5 = _run([sys.executable, "-m", "seal", "report", str(out)])
+    assert r5.returncode == 0, r5.stderr
+    md = (out / "report.md").read_text()
+    for name, cond in res.items():
+        ci = f"[{100 * cond['ci95'][0]:.1f}, {100 * cond['ci95'][1]:.1f}]"
+        assert f"| {name} | {100 * cond['accuracy']:.1f}% | {ci} |" in md, (name, ci)
+    assert "## Examples" in md and "| question | gold | base | self-edit |" in md
+    # A folder written before configs (settings version 1: flat settings, the command line in the store) resumes
+    # when its command line means the same settings today, and is refused when it does not.
+    import shlex
+    db = sqlite3.connect(out / "store.sqlite")
+    cmd = _cmd(tiny_dir, out, "--n", "3", "--conditions", "base,passage,self-edit")
+    with db:
+        db.execute("DELETE FROM meta WHERE key = 'settings_version'")
+        db.execute("UPDATE meta SET value = ? WHERE key = 'settings'", (json.dumps({"n": 3, "k": 1}),))
+        db.execute("UPDATE meta SET value = ? WHERE key = 'command'", (json.dumps("seal " + shlex.join(cmd[3:])),))
+    db.close()
+    r6 = _run(_cmd(tiny_dir, out, "--n", "3", "--conditions", "base,passage,self-edit", "--lr", "1e-4"))
+    assert r6.returncode == 2 and "other settings" in r6.stderr
+    r7 = _run(cmd)
+    assert r7.returncode == 0 and "running" not in r7.stderr, r7.stderr
+    assert _trials(out) == rows
 
 
 def test_sigkill_then_resume_loses_nothing_and_repeats_nothing(tiny_dir, tmp_path):

@@ -5,14 +5,14 @@ import math
 import pytest
 import torch
 
-from seal.adapters import TrainJob
-from seal.domains.knowledge.cpt import CPTOptions, run_cpt
-from seal.domains.knowledge.sequential import SequentialOptions, aggregate, forgetting_reward, run_sequential
-from seal.fullft import full_finetune
-from seal.models import load_model
-from seal.store import RunStore
+from seal.engine.training import TrainJob
+import seal
+from seal.domains.knowledge.sequential import aggregate, forgetting_reward
+from seal.engine.training import full_finetune
+from seal.engine.models import load_model
+from seal.engine.store import RunStore
 
-FAST = dict(dtype="fp32", show_progress=False, max_new_tokens=16, inner={"epochs": 2})
+FAST = {"model.dtype": "fp32", "run.show_progress": False, "generation.max_new_tokens": 16, "inner.epochs": 2}
 
 
 def test_full_finetune_changes_every_layer_inside_and_restores_exactly(tiny_dir):
@@ -30,8 +30,9 @@ def test_full_finetune_changes_every_layer_inside_and_restores_exactly(tiny_dir)
 @pytest.mark.parametrize("update", ["lora", "full"])
 def test_cpt_pools_every_passage_into_one_update(tiny_dir, tmp_path, update):
     out = tmp_path / update
-    payload = run_cpt(CPTOptions(model=str(tiny_dir), n=3, out=str(out), update=update,
-                                 conditions=["base", "passage", "self-edit"], **FAST), log=lambda m: None)
+    payload = seal.run("knowledge cpt", {"model.name": str(tiny_dir), "domain.n": 3, "run.out": str(out),
+                                         "cpt.update": update, "eval.conditions": ["base", "passage", "self-edit"],
+                                         **FAST}, log=lambda m: None)
     res = payload["conditions"]
     assert set(res) == {"base", "passage", "self-edit"}
     n_q = res["base"]["n_questions"]
@@ -59,8 +60,9 @@ def test_forgetting_reward_and_aggregate():
 
 def test_sequential_stream_matrix(tiny_dir, tmp_path):
     out = tmp_path / "seq"
-    payload = run_sequential(SequentialOptions(model=str(tiny_dir), n=5, out=str(out), streams=2, length=3, k=2,
-                                               pick="forgetting", **FAST), log=lambda m: None)
+    payload = seal.run("knowledge sequential", {"model.name": str(tiny_dir), "domain.n": 5, "run.out": str(out),
+                                                "sequential.streams": 2, "sequential.length": 3, "eval.k": 2,
+                                                "sequential.pick": "forgetting", **FAST}, log=lambda m: None)
     f = payload["forgetting"]
     assert f["n_streams"] == 2 and len(f["mean"]) == 4
     for r, row in enumerate(f["mean"]):
@@ -69,12 +71,12 @@ def test_sequential_stream_matrix(tiny_dir, tmp_path):
         assert filled == ([True] * 3 if r == 0 else [i < r for i in range(3)])   # lower-triangular
     store = RunStore(out / "store.sqlite")
     stream = store.get_meta("stream:0")
-    base = store.base_evals(str(tiny_dir))
+    base = store.base_evals("round-0")
     assert stream["matrix"][0] == [base[c]["accuracy"] for c in stream["contexts"]]
     # each step trained k=2 candidates, evaluated on every passage seen so far
-    rows = store.trials(0)
-    assert len(rows) == 3 * 2
-    assert {len(r["answers"]) for r in rows if r["condition"] == "step-2"} == {
+    rows = [r for r in store.trials(0) if r["condition"].startswith("stream-0/")]
+    assert len(rows) == 3 * 2 and len(store.trials(0)) == 2 * 3 * 2   # the stream is in the condition, round 0
+    assert {len(r["answers"]) for r in rows if r["condition"] == "stream-0/step-2"} == {
         sum(len(base[c]["grades"]) for c in stream["contexts"])}
     assert all(s["chosen"] in (0, 1) for s in stream["steps"])
     store.close()

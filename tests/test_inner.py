@@ -1,12 +1,13 @@
 """The inner loop on the real built-in model: base restored bit for bit, facts learned, batched == alone."""
 import torch
 
-from seal.adapters import AdapterPack, StackedAdamW, TrainJob, train_pack
-from seal.config import InnerConfig
-from seal.domains.base import Update
+from seal.engine.lora import AdapterPack
+from seal.engine.training import StackedAdamW, TrainJob, train_pack
+from seal.engine.config import InnerConfig
+from seal.engine.protocol import Update
 from seal.domains.knowledge import KnowledgeDomain, Passage, Question
-from seal.generation import generate, render_prompt
-from seal.inner import InnerLoop, Trial, tokenize_update
+from seal.engine.generation import generate, render_prompt
+from seal.engine.inner import InnerLoop, Trial, tokenize_update
 
 from .conftest import state_hash
 
@@ -37,6 +38,13 @@ def test_fact_only_in_training_sequence_is_learned_and_base_restored_exactly(smo
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)  # bit for bit
     assert loop.base_evaluations([FACT])[0].answers == base.answers
+    # The gain reward compares with the base evaluation of the same context, looked up by its id (a copy of the
+    # context, as a resumed run or another worker holds, finds it too).
+    gain = InnerLoop(smol, KnowledgeDomain("implications", render=dom.render, reward="gain"), cfg,
+                     show_progress=False)
+    copy = Passage(FACT.title, FACT.context, list(FACT.questions))
+    [res2] = gain.run([Trial("g", copy, update, seed=1)], bases={FACT.id: base})
+    assert res2.reward == res2.evaluation.accuracy - base.accuracy == res.reward - base.accuracy
 
 
 def test_diverging_trial_gets_reward_zero_and_the_run_goes_on(smol):

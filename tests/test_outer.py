@@ -3,11 +3,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from seal.adapters import AdapterPack, TrainJob, merge_adapter_state, train_pack
-from seal.domains.base import Update
-from seal.inner import tokenize_update
-from seal.models import load_model
-from seal.outer import Candidate, SFTConfig, finetune_and_merge, select_self_edits
+from seal.engine.lora import AdapterPack, merge_adapter_state
+from seal.engine.training import TrainJob, train_pack
+from seal.engine.protocol import Update
+from seal.engine.training import finetune_and_merge, tokenize_update
+from seal.engine.models import load_model
+from seal.engine.config import FinetuneConfig as SFTConfig
+from seal.experiment.restem import Candidate, select_self_edits
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -15,9 +17,10 @@ TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 def _cands():
     # context a: samples rewarded 0.2, 0.5, 0.5 (tie: the earlier wins); base 0.6, so nothing beats it
     # context b: 0.1, 0.7, 0.9 against base 0.3; context c: only a blank self-edit
-    return [Candidate("a", 0, 0.2, "x"), Candidate("a", 1, 0.5, "y"), Candidate("a", 2, 0.5, "z"),
-            Candidate("b", 0, 0.1, "p"), Candidate("b", 1, 0.7, "q"), Candidate("b", 2, 0.9, "r"),
-            Candidate("c", 0, 1.0, "   ")]
+    c = lambda ctx, s, reward, text: Candidate(ctx, s, reward, reward, True, text)
+    return [c("a", 0, 0.2, "x"), c("a", 1, 0.5, "y"), c("a", 2, 0.5, "z"),
+            c("b", 0, 0.1, "p"), c("b", 1, 0.7, "q"), c("b", 2, 0.9, "r"),
+            Candidate("c", 0, 1.0, 1.0, True, "   ")]
 
 
 def test_selection_rules():

@@ -11,8 +11,9 @@ from matplotlib.figure import Figure
 
 from seal.domains.arc.serialize import grid_to_text
 from seal.domains.arc.tasks import load_tasks
-from seal.report import ARC_PALETTE, _draw_grid, main, write_report
-from seal.store import RunStore
+from seal.domains.arc.report import ARC_PALETTE, _draw_grid
+from seal.api import report_main as main, write_report
+from seal.engine.store import RunStore
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SEEDS = 5
@@ -166,7 +167,7 @@ def test_interrupted_train_run(tmp_path):
     assert "no results.json: the run is still going or was interrupted" in md
     assert _row(md, {"round": "2", "selected": "not yet"})["trials (train)"] == "14 of 45"
     # round 2 selection computed from the trials so far: t3 only, best 0.75 > base 0.5 of the m1 model
-    s2 = _row(md, {"round": "2", "source": "computed (round not finished)"})
+    s2 = _row(md, {"round": "2", "source": "computed with the run's rule 'best' (round not finished)"})
     assert (s2["contexts"], s2["beat base"], s2["share"], s2["mean reward"], s2["mean chars"]) == \
         ("1", "1", "100.0%", "75.0%", "39")
     assert _row(md, {"round": "2", "condition": "SEAL round 2"})["accuracy"] == "—"
@@ -270,11 +271,11 @@ def test_bad_folders_exit_2(tmp_path, capsys):
     assert str(empty / "store.sqlite") in capsys.readouterr().err
     odd = tmp_path / "odd"
     store = RunStore(odd / "store.sqlite")
-    store.set_meta("kind", "chess-eval")
+    store.set_meta("kind", "chess-openings")   # any domain's eval and train runs report; this is neither
     store.close()
     assert main([str(odd)]) == 2
     err = capsys.readouterr().err
-    assert "chess-eval" in err and str(odd / "store.sqlite") in err
+    assert "chess-openings" in err and str(odd / "store.sqlite") in err
     assert not (odd / "report.md").exists()
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from seal.store import RunStore
+from seal.engine.store import RunStore
 
 
 def _cmd(model, out, *extra):
@@ -35,7 +35,8 @@ def test_train_two_rounds_then_resume_after_sigkill_in_round_2(tiny_dir, tmp_pat
     r = subprocess.run(_cmd(tiny_dir, full), capture_output=True, text=True, timeout=900, env=_env())
     assert r.returncode == 0, r.stderr
     res = json.loads((full / "results.json").read_text())
-    assert list(res["conditions"]) == ["base", "passage", "self-edit (round 0)", "SEAL round 1", "SEAL round 2"]
+    assert list(res["conditions"]) == ["base", "passage", "self-edit", "seal-round-1", "base-round-1",
+                                       "seal-round-2", "base-round-2"]
     assert [x["round"] for x in res["rounds"]] == [1, 2]
     assert all(x["trials"] == 3 * 2 * 2 and x["selected"] == 3 for x in res["rounds"])
     for rnd in (1, 2):
@@ -44,6 +45,12 @@ def test_train_two_rounds_then_resume_after_sigkill_in_round_2(tiny_dir, tmp_pat
     store = RunStore(full / "store.sqlite")
     assert store.get_meta("round_models") == {"0": "round-0", "1": "round-1", "2": "round-2"}
     assert len(store.get_meta("selected:2")) == 3 and store.get_meta("sft:2")["steps"] == 4
+    # the metrics stream: each round, each generator-finetune step, each inner-loop trial
+    from seal.engine.metrics import read_metrics
+    events = read_metrics(full)
+    assert [e["step"] for e in events if e["event"] == "round"] == [1, 2]
+    assert sum(e["event"] == "finetune" for e in events) == 4 + 4
+    assert sum(e["event"] == "trial" for e in events) == len(store.trials())
     # Round r's training passages are disjoint from round r-1's.
     ctx = {rnd: {t["context_id"] for t in store.trials(rnd, "train")} for rnd in (1, 2)}
     assert len(ctx[1]) == len(ctx[2]) == 3 and not ctx[1] & ctx[2]

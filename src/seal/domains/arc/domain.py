@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from ..base import Evaluation, Update
+from ...engine.protocol import Constraint, ContextView, Evaluation, Update
 from .augment import INFERENCE_VIEWS, Transform
 from .selfedit import MAX_STEPS, SelfEditConfig, parse_self_edit, self_edit_prompt
 from .serialize import Prompt, grid_to_text
@@ -37,10 +37,16 @@ REWARDS = ("binary", "cells")
 
 class ArcDomain:
     name = "arc"
+    baselines = ("oracle",)
+    no_update = "in-context"          # no update: the demonstrations are in the prompt
     stop_at_newline = False           # answers are multi-line grids
+    answer_batch = 16
+    reward_uses_base = False
 
     def __init__(self, render: Callable[[Prompt], str], count_tokens: Callable[[str], int],
-                 settings: ArcSettings | None = None, eos_text: str = "", reward: str = "binary"):
+                 settings: ArcSettings | None = None, eos_text: str = "", reward: str = "binary",
+                 tasks: dict[str, list[ArcTask]] | None = None, oracle: dict | None = None,
+                 answer_tokens: int | None = None, tokenizer=None):
         if reward not in REWARDS:
             raise ValueError(f"unknown ARC reward {reward!r}; use {' or '.join(REWARDS)}")
         self.render = render
@@ -48,10 +54,29 @@ class ArcDomain:
         self.s = settings or ArcSettings()
         self.eos_text = eos_text
         self.reward_kind = reward
+        self._tasks = dict(tasks or {})
+        self.oracle = oracle
+        # An answer longer than the token limit could not be part of a training example either; the cap keeps one
+        # huge grid (30 x 30 is about 2,700 tokens) from making every row of a CPU batch decode that long.
+        every = [t for ts in self._tasks.values() for t in ts]
+        self.answer_tokens = answer_tokens or (min(answer_tokens_for(every), self.s.max_tokens) if every else 64)
+
+    # 1. contexts
+    def contexts(self, split: str) -> list[ArcTask]:
+        return self._tasks.get(split, [])
 
     # 2. the self-edit prompt
     def self_edit_prompt(self, task: ArcTask) -> str:
         return self.render(self_edit_prompt(task))
+
+    def self_edit_message(self, task: ArcTask) -> str:
+        return self_edit_prompt(task).user
+
+    def self_edit_constraint(self, tokenizer) -> Constraint:
+        """Constrained decoding: only the menu's canonical self-edits can be written (see constrained.py)."""
+        from .constrained import self_edit_trie
+        trie = self_edit_trie(tokenizer)
+        return Constraint(trie.allowed, trie.depth)
 
     # 3. self-edit -> update (or the reason it is rejected, which earns reward 0)
     def ttt_examples(self, task: ArcTask, config: SelfEditConfig):
@@ -67,6 +92,34 @@ class ArcDomain:
         if res.error:
             return Update(error=res.error)
         return self.config_update(task, res.config)
+
+    def baseline_update(self, name: str, task: ArcTask) -> Update:
+        """Oracle TTT: the run's fixed configuration instead of a self-edit."""
+        import json
+        from .selfedit import validate_config
+        if name != "oracle" or self.oracle is None:
+            raise ValueError(f"unknown ARC baseline {name!r} (or no oracle configuration given)")
+        update = self.config_update(task, validate_config(self.oracle))
+        update.text = json.dumps(self.oracle)
+        return update
+
+    def read_self_edits(self, path: str, contexts: Sequence[ArcTask]) -> dict[str, list[str]]:
+        """Self-edits from a JSON file: {task id: [self-edit JSON text or object, ...]}."""
+        import json
+        from pathlib import Path
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: cannot read self-edits ({e})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected an object mapping task ids to lists of self-edits")
+        out = {}
+        for t in contexts:
+            items = data.get(t.id, [])
+            if not isinstance(items, list):
+                raise ValueError(f"{path}: {t.id}: expected a list of self-edits")
+            out[t.id] = [x if isinstance(x, str) else json.dumps(x) for x in items]
+        return out
 
     def config_update(self, task: ArcTask, config: SelfEditConfig) -> Update:
         examples = self.ttt_examples(task, config)
@@ -97,6 +150,11 @@ class ArcDomain:
         shown = ["\n\n".join(grid_to_text(g) for g in a) for a in attempts]
         grades = [cell_share(a, e) for a, e in zip(attempts, expected)]
         return Evaluation(answers=shown, grades=grades, accuracy=float(ok))
+
+    # 6. what a report shows: one question per test input, its expected grid as the gold answer
+    def describe(self, task: ArcTask) -> ContextView:
+        gold = [grid_to_text(t.output) if t.output is not None else "" for t in task.test]
+        return ContextView(task.id, [f"test input {i + 1}" for i in range(len(task.test))], gold)
 
     # 5. reward: binary, as the paper (accuracy: 1 when the task is solved), or graded by cells
     def reward(self, evaluation: Evaluation, base: Evaluation | None = None) -> float:

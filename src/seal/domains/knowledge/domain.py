@@ -1,13 +1,15 @@
 """The knowledge domain: passages in, implications (or rewrites, QA...) out, questions without the passage."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
-from ..base import Evaluation, Update
-from .data import Passage, builtin_passages
+from ...engine.protocol import ContextView, Evaluation, Update
+from .data import DataError, Passage, builtin_passages, load_passages
 from .graders import GradeItem, MetricGrader
 from .prompts import PromptFamily, get_family, question_text
 from .sequences import SequenceOptions, build_sequences
+
+REWARDS = ("accuracy", "gain")
 
 
 def _plain(user_text: str, prefix: str = "") -> str:
@@ -16,28 +18,43 @@ def _plain(user_text: str, prefix: str = "") -> str:
 
 class KnowledgeDomain:
     name = "knowledge"
+    baselines = ("passage",)
+    no_update = "base"
+    stop_at_newline = True
+    answer_batch = 32
 
     def __init__(self, family: str | PromptFamily = "implications", sequences: SequenceOptions | None = None,
                  grader=None, render: Callable[..., str] = _plain, reward: str = "accuracy",
-                 passages: dict[str, list[Passage]] | None = None):
+                 passages: dict[str, Callable[[], list[Passage]] | list[Passage]] | None = None,
+                 answer_tokens: int = 32):
         self.family = family if isinstance(family, PromptFamily) else get_family(family)
         self.seq = sequences or SequenceOptions()
         self.grader = grader or MetricGrader("contains")
         self.render = render
-        if reward not in ("accuracy", "gain"):
+        if reward not in REWARDS:
             raise ValueError(f"reward must be accuracy or gain, got {reward!r}")
         self.reward_kind = reward
-        self._passages = passages or {}
+        self.reward_uses_base = reward == "gain"
+        self.answer_tokens = answer_tokens
+        self._passages = dict(passages or {})
 
-    # 1. contexts
+    # 1. contexts (a split is given as a list, or as a function that loads it when first asked for)
     def contexts(self, split: str) -> list[Passage]:
         if split not in self._passages:
             self._passages[split] = builtin_passages(split)
+        if callable(self._passages[split]):
+            self._passages[split] = self._passages[split]()
         return self._passages[split]
 
     # 2. the self-edit prompt
     def self_edit_prompt(self, p: Passage) -> str:
         return self.render(self.family.user_text(p.title, p.context), self.family.label)
+
+    def self_edit_message(self, p: Passage) -> str:
+        return self.family.user_text(p.title, p.context)
+
+    def self_edit_constraint(self, tokenizer):
+        return None   # self-edits are free text
 
     # 3. self-edit -> update
     def parse_self_edit(self, p: Passage, text: str | None) -> Update:
@@ -48,16 +65,34 @@ class KnowledgeDomain:
             return Update(error="self-edit gave no training sequences")
         return Update(texts=seqs)
 
+    def baseline_update(self, name: str, p: Passage) -> Update:
+        if name != "passage":
+            raise ValueError(f"unknown knowledge baseline {name!r}; the baseline is passage")
+        return self.passage_update(p)
+
     def passage_update(self, p: Passage) -> Update:
         """The 'train on the passage' baseline: the passage alone, as the self-edit sequences would end."""
         opts = SequenceOptions(split=self.seq.split, title_prefix=self.seq.title_prefix, append_passage=True)
         return Update(texts=build_sequences("", p.title, p.context, opts))
 
+    def read_self_edits(self, path: str, contexts: Sequence[Passage]) -> dict[str, list[str]]:
+        """Self-edits from a SEAL-format file: passage records carrying `completions` (e.g. the paper's GPT-4.1
+        implications), matched to the chosen passages by title and text."""
+        by_key = {(r.title, r.context): r for r in load_passages(path, require_completions=False)}
+        out = {}
+        for p in contexts:
+            rec = by_key.get((p.title, p.context))
+            if rec is None:
+                raise DataError(f"{path}: no record for passage '{p.title}' ({p.context[:60]}...); "
+                                "the file must hold the selected passages")
+            out[p.id] = [c for c in rec.completions if c.strip()]
+        return out
+
     # 4. evaluation
     def eval_prompts(self, p: Passage) -> list[str]:
         return [self.render(question_text(p.title, q.question)) for q in p.questions]
 
-    def grade(self, p: Passage, answers: list[str]) -> Evaluation:
+    def grade(self, p: Passage, answers: Sequence[str]) -> Evaluation:
         items = [GradeItem(q.question, q.answer, a) for q, a in zip(p.questions, answers)]
         grades = self.grader.grade(items)
         return Evaluation(answers=list(answers), grades=grades, accuracy=sum(grades) / max(1, len(grades)))
@@ -67,3 +102,7 @@ class KnowledgeDomain:
         if self.reward_kind == "gain" and base is not None:
             return evaluation.accuracy - base.accuracy
         return evaluation.accuracy
+
+    # 6. what a report shows
+    def describe(self, p: Passage) -> ContextView:
+        return ContextView(p.title, [q.question for q in p.questions], [q.answer for q in p.questions])

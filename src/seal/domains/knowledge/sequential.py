@@ -17,26 +17,31 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from ...adapters import merge_adapter_state
-from ...config import inner_preset
-from .data import DataError, resolve_data, select
-from ...runs import ensure_base_evals, open_store, trial_recorder, trial_seed, write_results
-from .experiment import EvalOptions, ensure_self_edits, make_grader_checked, settings_record
-from .pooled import Pool, load_pooled_loops, split_grades
+from ...engine.inner import Trial
+from ...engine.lora import merge_adapter_state
+from ...engine.seeds import seed_of
+from ...experiment.run import Run
+from ...experiment.selfedits import sample_self_edits
+from .data import DataError
+from .pooled import Pool, load_pooled, split_grades
 
 
 @dataclass
-class SequentialOptions(EvalOptions):
+class SequentialSection:
     streams: int = 4
     length: int = 8                       # passages per stream
-    k: int = 1                            # self-edit candidates per step
     pick: str = "accuracy"                # accuracy or forgetting (the reward that picks among candidates)
     forget_weight: float = 1.0
     edit: str = "self-edit"               # self-edit (passage + the model's self-edit) or passage (passage only)
-    out: str = "runs/knowledge-sequential"
+    stream_seed: list[str] = field(default_factory=lambda: ["stream", "{stream}"])   # which passages a stream draws
+
+    def __post_init__(self):
+        if self.pick not in ("accuracy", "forgetting") or self.edit not in ("self-edit", "passage"):
+            raise ValueError("pick must be accuracy or forgetting; edit must be self-edit or passage")
+        if self.streams < 1 or self.length < 1:
+            raise ValueError("streams and length must be >= 1")
 
 
 def forgetting_reward(new_acc: float, before: list[float], after: list[float], weight: float) -> float:
@@ -46,78 +51,85 @@ def forgetting_reward(new_acc: float, before: list[float], after: list[float], w
     return new_acc - weight * (sum(lost) / len(lost) if lost else 0.0)
 
 
-def run_sequential(opts: SequentialOptions, log=print) -> dict:
-    from ...inner import Trial
+def stream_condition(stream: int, step: int) -> str:
+    """The store's name for step `step` of stream `stream` (round 0: a stream is not a ReST-EM round)."""
+    return f"stream-{stream}/step-{step}"
 
-    if opts.pick not in ("accuracy", "forgetting") or opts.edit not in ("self-edit", "passage"):
-        raise ValueError("pick must be accuracy or forgetting; edit must be self-edit or passage")
-    if opts.streams < 1 or opts.length < 1 or opts.k < 1:
-        raise ValueError("streams, length and k must be >= 1")
-    passages, data_label = resolve_data(opts.data)
-    pool = select(passages, opts.n, opts.select_seed, opts.start)
-    if len(pool) < opts.length:
-        raise DataError(f"{data_label}: a stream of {opts.length} passages needs at least that many, got {len(pool)}")
-    cfg = inner_preset(opts.preset, **opts.inner)
-    grader = make_grader_checked(opts)
-    out = Path(opts.out)
-    settings = {**settings_record(opts, cfg, data_label), "streams": opts.streams, "length": opts.length,
-                "pick": opts.pick, "forget_weight": opts.forget_weight, "edit": opts.edit}
-    store = open_store(out, settings, "knowledge-sequential")
 
-    lm, domain, loop, pooled = load_pooled_loops(opts, cfg, grader)
-    original = {k: v.detach().clone() for k, v in lm.model.state_dict().items()}
-    scale = cfg.alpha / cfg.rank
-
-    for s in range(opts.streams):
-        if store.get_meta(f"stream:{s}") is not None:
-            continue
-        store.drop_trials(s)
+def run_sequential(spec, cfg, command: str = "", log=print) -> dict:
+    seq, k = cfg.sequential, cfg.eval.k
+    checked = spec.check(cfg)
+    probe = spec.build(cfg, None, checked)
+    pool = list(probe.contexts("eval"))
+    if len(pool) < seq.length:
+        raise DataError(f"knowledge: a stream of {seq.length} passages needs at least that many, got {len(pool)}")
+    with Run(cfg, "knowledge-sequential", command) as run:
+        run.store.set_meta("contexts:eval", [p.id for p in pool])
+        loaded, learner, pooled = load_pooled(spec, cfg, checked)
+        lm, domain = loaded.lm, loaded.domain
+        original = {name: v.detach().clone() for name, v in lm.model.state_dict().items()}
+        inner = cfg.inner.engine()
+        scale = inner.alpha / inner.rank
+        run.describe(domain, pool)
+        for s in range(seq.streams):
+            if run.store.get_meta(f"stream:{s}") is not None:
+                continue
+            run.store.drop_trials(f"stream-{s}/")
+            lm.model.load_state_dict(original)
+            ctxs = random.Random(seed_of(cfg.run.seed, seq.stream_seed, stream=s)).sample(pool, seq.length)
+            base = run.base_evals(learner.loop, "round-0", ctxs)
+            matrix = [[base[p.id].accuracy for p in ctxs]]
+            steps = []
+            for step, p in enumerate(ctxs):
+                name = stream_condition(s, step)
+                if seq.edit == "passage":
+                    texts = [None]
+                    updates = [domain.passage_update(p)]
+                else:
+                    # Written by the current (already edited) model; stored per stream and step.
+                    texts = sample_self_edits(run, lm, domain, 0, name, [p], k, cfg.generation, cfg.seeds.sample,
+                                              stream=s, step=step)[p.id]
+                    updates = [domain.parse_self_edit(p, t) for t in texts]
+                seen = Pool(tuple(ctxs[:step + 1]))
+                trials = [Trial((0, name, p.id, i, 0), seen, u,
+                                seed_of(cfg.run.seed, cfg.seeds.trial, stream=s, step=step, sample=i, context=p.id,
+                                        condition=name, round=0, repeat=0), self_edit=t)
+                          for i, (u, t) in enumerate(zip(updates, texts))]
+                results = run.run_trials(pooled.executor, trials, keep_adapters=True)
+                scored = []
+                for res in results:
+                    if res.evaluation is None:
+                        continue
+                    per = split_grades(seen, res.evaluation.grades)
+                    after = [per[c.id] for c in ctxs[:step]]
+                    fr = forgetting_reward(per[p.id], matrix[step][:step], after, seq.forget_weight)
+                    scored.append((fr if seq.pick == "forgetting" else per[p.id], res.key[3], per, fr, res))
+                if scored:
+                    _, i, per, fr, res = max(scored, key=lambda x: (x[0], -x[1]))
+                    merge_adapter_state(lm.model, res.adapter, scale)
+                    matrix.append([per[c.id] for c in ctxs[:step + 1]])
+                else:  # every candidate was invalid: nothing is merged, the model is unchanged
+                    i, fr = None, None
+                    matrix.append(matrix[step][:step] + [matrix[0][step]])
+                steps.append({"context_id": p.id, "chosen": i, "forgetting_reward": fr, "candidates": len(results)})
+                run.metrics.log("sequential_step", step, stream=s, new_passage=matrix[-1][-1],
+                                earlier=_mean(matrix[-1][:-1]))
+                log(f"stream {s + 1}/{seq.streams}, step {step + 1}/{seq.length}: new passage "
+                    f"{matrix[-1][-1]:.2f}, earlier passages {_mean(matrix[-1][:-1]):.2f}")
+            run.store.set_meta(f"stream:{s}", {"contexts": [p.id for p in ctxs], "matrix": matrix, "steps": steps})
         lm.model.load_state_dict(original)
-        ctxs = random.Random(trial_seed(opts.seed, "stream", s)).sample(pool, opts.length)
-        base = ensure_base_evals(store, loop, lm.name, ctxs)
-        matrix = [[base[p.id].accuracy for p in ctxs]]
-        steps = []
-        for step, p in enumerate(ctxs):
-            if opts.edit == "passage":
-                texts = [None]
-                updates = [domain.passage_update(p)]
-            else:
-                # Written by the current (already edited) model; stored per stream and step.
-                texts = ensure_self_edits(store, lm, domain, s, f"step-{step}", [p], opts.k, opts,
-                                          seed_tag=("seq", s, step))[p.id]
-                updates = [domain.parse_self_edit(p, t) for t in texts]
-            seen = Pool(tuple(ctxs[:step + 1]))
-            trials = [Trial((s, f"step-{step}", p.id, i, 0), seen, u, trial_seed(opts.seed, "seq", s, step, i),
-                            self_edit=t) for i, (u, t) in enumerate(zip(updates, texts))]
-            results = pooled.run(trials, on_result=trial_recorder(store, trials), keep_adapters=True)
-            scored = []
-            for res in results:
-                if res.evaluation is None:
-                    continue
-                per = split_grades(seen, res.evaluation.grades)
-                after = [per[c.id] for c in ctxs[:step]]
-                fr = forgetting_reward(per[p.id], matrix[step][:step], after, opts.forget_weight)
-                scored.append((fr if opts.pick == "forgetting" else per[p.id], res.key[3], per, fr, res))
-            if scored:
-                _, i, per, fr, res = max(scored, key=lambda x: (x[0], -x[1]))
-                merge_adapter_state(lm.model, res.adapter, scale)
-                matrix.append([per[c.id] for c in ctxs[:step + 1]])
-            else:  # every candidate was invalid: nothing is merged, the model is unchanged
-                i, fr = None, None
-                matrix.append(matrix[step][:step] + [matrix[0][step]])
-            steps.append({"context_id": p.id, "chosen": i, "forgetting_reward": fr, "candidates": len(results)})
-            log(f"stream {s + 1}/{opts.streams}, step {step + 1}/{opts.length}: new passage "
-                f"{matrix[-1][-1]:.2f}, earlier passages {_mean(matrix[-1][:-1]):.2f}")
-        store.set_meta(f"stream:{s}", {"contexts": [p.id for p in ctxs], "matrix": matrix, "steps": steps})
-    lm.model.load_state_dict(original)
+        result = sequential_results(run.store, seq.streams, seq.length)
+        run.store.set_meta("forgetting", result)
+        return run.write_results(forgetting=result)
 
-    streams = [store.get_meta(f"stream:{s}") for s in range(opts.streams)]
-    result = aggregate([st["matrix"] for st in streams], opts.length)
-    result["forgetting_reward_mean"] = _mean([x["forgetting_reward"] for st in streams for x in st["steps"]
+
+def sequential_results(store, streams: int, length: int) -> dict:
+    """The forgetting matrix over the streams finished so far (all of them once the run is done)."""
+    done = [st for st in (store.get_meta(f"stream:{s}") for s in range(streams)) if st]
+    result = aggregate([st["matrix"] for st in done], length) if done else {}
+    result["forgetting_reward_mean"] = _mean([x["forgetting_reward"] for st in done for x in st["steps"]
                                               if x["forgetting_reward"] is not None])
-    store.set_meta("forgetting", result)
-    store.close()
-    return write_results(out, "knowledge-sequential", settings, forgetting=result)
+    return result
 
 
 def _mean(xs):

@@ -15,9 +15,10 @@ from typing import Any, Callable, Sequence
 from torch.profiler import record_function
 from tqdm.auto import tqdm
 
-from .adapters import AdapterPack, TrainJob, train_pack
+from .lora import AdapterPack
+from .training import TrainJob, tokenize_update, train_pack
 from .config import InnerConfig
-from .domains.base import Evaluation, Update
+from .protocol import Evaluation, Update
 from .generation import generate
 from .models import LoadedModel
 
@@ -40,32 +41,15 @@ class TrialResult:
     steps: int = 0
     final_loss: float | None = None
     seconds: float = 0.0
+    losses: list[float] = field(default_factory=list, repr=False)   # per optimizer step
     adapter: dict | None = field(default=None, repr=False)
 
 
-def tokenize_update(tokenizer, update: Update, max_len: int) -> tuple[list[list[int]], list[list[int]]]:
-    """Token ids and loss masks: whole texts count in full; (prompt, completion) pairs count the completion."""
-    ids, masks = [], []
-    for text in update.texts:
-        seq = tokenizer(text)["input_ids"][:max_len]
-        ids.append(seq)
-        masks.append([1] * len(seq))
-    for prompt, completion in update.pairs:
-        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]  # rendered prompts carry their own markers
-        seq = (p + tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])[:max_len]
-        ids.append(seq)
-        masks.append([0] * min(len(p), len(seq)) + [1] * max(0, len(seq) - len(p)))
-    return ids, masks
-
-
 class InnerLoop:
-    def __init__(self, lm: LoadedModel, domain, cfg: InnerConfig | None = None, answer_tokens: int = 32,
-                 answer_batch: int = 32, show_progress: bool = True):
+    def __init__(self, lm: LoadedModel, domain, cfg: InnerConfig | None = None, show_progress: bool = True):
         self.lm = lm
         self.domain = domain
         self.cfg = cfg or InnerConfig()
-        self.answer_tokens = answer_tokens
-        self.answer_batch = answer_batch
         self.show_progress = show_progress
 
     def answer(self, contexts: Sequence[Any], pack=None, adapter_of: Sequence[int] | None = None,
@@ -79,9 +63,10 @@ class InnerLoop:
             owners += [c] * len(ps)
             rows += [adapter_of[c] if adapter_of is not None else -1] * len(ps)
         with tqdm(total=len(prompts), desc=desc, unit="q", disable=not self.show_progress, leave=False) as bar:
-            texts = generate(self.lm, prompts, max_new_tokens=self.answer_tokens, batch_size=self.answer_batch,
+            texts = generate(self.lm, prompts, max_new_tokens=self.domain.answer_tokens,
+                             batch_size=self.domain.answer_batch,
                              pack=pack, adapter_index=rows if pack is not None else None,
-                             stop_at_newline=getattr(self.domain, "stop_at_newline", True), progress=bar.update)
+                             stop_at_newline=self.domain.stop_at_newline, progress=bar.update)
         out: list[list[str]] = [[] for _ in contexts]
         for owner, text in zip(owners, texts):
             out[owner].append(text)
@@ -94,7 +79,8 @@ class InnerLoop:
 
     def run(self, trials: Sequence[Trial], bases: dict | None = None,
             on_result: Callable[[TrialResult], None] | None = None, keep_adapters: bool = False) -> list[TrialResult]:
-        """Run every trial. `bases` maps id(context)->base Evaluation for the `gain` reward (optional)."""
+        """Run every trial. `bases` maps a context id to its base Evaluation, for rewards that compare with
+        the base model (optional)."""
         results: list[TrialResult] = []
         valid = []
         for t in trials:
@@ -132,7 +118,7 @@ class InnerLoop:
                 def progress(done, total):
                     bar.total = total  # train_pack knows the step count; no need to plan the batches twice
                     bar.update(done - bar.n)
-                with record_function("seal:train"):   # labels for `seal bench inner-loop --profile`
+                with record_function("seal:train"):   # labels for `python benchmarks/inner_loop.py --profile`
                     outcomes = train_pack(pack, jobs, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps,
                                           weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
                                           micro_batch_tokens=cfg.micro_batch_tokens, pad_id=pad,
@@ -151,7 +137,7 @@ class InnerLoop:
                                            final_loss=o.final_loss, seconds=seconds))
                 continue
             ev = self.domain.grade(t.context, answer_of[i])
-            reward = self.domain.reward(ev, bases.get(id(t.context)))
+            reward = self.domain.reward(ev, bases.get(t.context.id))
             results.append(TrialResult(t.key, ev, reward, steps=o.steps, final_loss=o.final_loss, seconds=seconds,
-                                       adapter=adapters.get(i)))
+                                       losses=list(o.losses or []), adapter=adapters.get(i)))
         return results

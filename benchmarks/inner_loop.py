@@ -1,4 +1,4 @@
-"""`seal bench inner-loop`: the inner loop three ways, in one process, on the same model, data and settings.
+"""`python benchmarks/inner_loop.py`: the inner loop three ways, in one process, on the same model, data and settings.
 
 (a) original: a faithful re-creation of the original code's way. For every self-edit: a fresh PEFT adapter on
     the model, the transformers Trainer, every sequence padded to a fixed length with the padding in the loss
@@ -70,7 +70,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> floa
 def train_flops_per_token(model, targets: tuple[str, ...], rank: int) -> float:
     """Matmul FLOPs of one training token with a frozen base: forward (2*in*out per Linear, output head
     included) and the input-gradient backward (the same again); LoRA adds forward, input and weight grads."""
-    from .adapters import find_targets
+    from seal.engine.lora import find_targets
     total = 0.0
     lora = set(find_targets(model, targets))
     for name, m in model.named_modules():
@@ -82,7 +82,7 @@ def train_flops_per_token(model, targets: tuple[str, ...], rank: int) -> float:
 
 
 def _self_edits(lm, domain, passages, k, seed, max_new_tokens):
-    from .generation import generate
+    from seal.engine.generation import generate
     prompts = [domain.self_edit_prompt(p) for p in passages for _ in range(k)]
     return generate(lm, prompts, max_new_tokens=max_new_tokens, temperature=1.0, top_p=0.95, seed=seed,
                     batch_size=len(prompts))
@@ -149,12 +149,13 @@ class _ListDataset(torch.utils.data.Dataset):
 
 
 def _answers_plain(lm, domain, context):
-    from .generation import generate
+    from seal.engine.generation import generate
     return generate(lm, domain.eval_prompts(context), max_new_tokens=32, stop_at_newline=True)
 
 
 def run_engine(lm, domain, trials, cfg) -> dict:
-    from .inner import InnerLoop, tokenize_update
+    from seal.engine.inner import InnerLoop
+    from seal.engine.training import tokenize_update
     loop = InnerLoop(lm, domain, cfg, show_progress=False)
     contexts = list({id(t.context): t.context for t in trials}.values())
     t0 = time.perf_counter()
@@ -167,7 +168,7 @@ def run_engine(lm, domain, trials, cfg) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="seal bench inner-loop", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python benchmarks/inner_loop.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--k", type=int, default=5, help="self-edits (adapters) of one passage")
     ap.add_argument("--preset", default="paper", help="inner-loop preset (default: the paper's hyperparameters)")
@@ -188,12 +189,12 @@ def main(argv=None) -> int:
                          "and print where the time goes, by phase and by operator")
     a = ap.parse_args(argv)
 
-    from .config import inner_preset
-    from .domains.knowledge import KnowledgeDomain, builtin_passages, select
-    from .generation import render_prompt
-    from .inner import Trial
-    from .logging_setup import quiet_libraries
-    from .models import load_model
+    from seal.engine.config import inner_preset
+    from seal.domains.knowledge import KnowledgeDomain, builtin_passages, select
+    from seal.engine.generation import render_prompt
+    from seal.engine.inner import Trial
+    from seal.logging_setup import quiet_libraries
+    from seal.engine.models import load_model
     quiet_libraries()
 
     lm = load_model(a.model, dtype=a.dtype)
@@ -278,7 +279,7 @@ def profile(lm, domain, trials, cfg, json_path=None) -> int:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    from .inner import InnerLoop
+    from seal.engine.inner import InnerLoop
     loop = InnerLoop(lm, domain, cfg, show_progress=False)
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         t0 = time.perf_counter()

@@ -1,8 +1,20 @@
-"""Run options as dataclasses. Presets are data: the paper's settings and the calibrated small-model settings."""
+"""The engine's typed settings: the inner-loop update and the generator's finetune. Presets are data: the paper's
+settings and the calibrated small-model settings.
+
+A field whose metadata says `affects_results: False` (pack sizes, micro-batch budgets) changes speed only, never
+a number: the experiment layer leaves such fields out of the settings a resumed run must match.
+"""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+SPEED_ONLY = {"affects_results": False}
+
+
+def speed_only(default):
+    """A field that changes how fast a run goes, not what it computes."""
+    return field(default=default, metadata=SPEED_ONLY)
 
 
 @dataclass
@@ -26,8 +38,8 @@ class InnerConfig:
     max_grad_norm: float = 1.0
     max_seq_len: int = 512
     # Batched training: how many adapters share one pass, and the padded-token budget of one micro-batch.
-    adapters_per_pack: int = 8
-    micro_batch_tokens: int = 4096
+    adapters_per_pack: int = speed_only(8)
+    micro_batch_tokens: int = speed_only(4096)
 
     def __post_init__(self):
         self.target_modules = tuple(self.target_modules)
@@ -42,6 +54,30 @@ class InnerConfig:
         if self.adapters_per_pack < 1: problems.append("adapters_per_pack must be >= 1")
         if problems:
             raise ValueError("invalid inner-loop settings: " + "; ".join(problems))
+
+
+@dataclass
+class FinetuneConfig:
+    """The generator's finetune. Defaults: the paper's (TRL SFTTrainer, LoRA r64/alpha128 on all seven
+    projections, lr 3e-4, 2 epochs, effective batch 10, linear decay, loss on the completion only)."""
+    rank: int = 64
+    alpha: float = 128.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    lr: float = 3e-4
+    epochs: int = 2
+    batch_size: int = 10
+    schedule: str = "linear"
+    max_grad_norm: float = 1.0
+    max_seq_len: int = 2048
+    micro_batch_tokens: int = speed_only(4096)
+
+    def __post_init__(self):
+        self.target_modules = tuple(self.target_modules)
+        if self.rank < 1 or self.epochs < 1 or self.batch_size < 1 or not 0 < self.lr < 1:
+            raise ValueError(f"invalid generator finetune settings: {dataclasses.asdict(self)}")
+
+
+SFTConfig = FinetuneConfig  # the name TRL users know
 
 
 PRESETS: dict[str, dict] = {

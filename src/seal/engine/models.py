@@ -161,3 +161,19 @@ def load_model(name: str | None = None, device: str | None = None, dtype: str | 
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return LoadedModel(model=model, tokenizer=tok, name=name or DEFAULT_MODEL, device=dev, dtype=dt)
+
+
+def save_model(lm: LoadedModel, out_dir: Path) -> Path:
+    """The whole model as a Hugging Face folder (written under a temporary name, then renamed, so a folder
+    that exists is always complete)."""
+    import shutil
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    lm.model.save_pretrained(tmp, safe_serialization=True)
+    lm.tokenizer.save_pretrained(tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir

