@@ -28,7 +28,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, spec, recipe, defaults: dict) -
     groups = {}
     seen = set()
     for flag in [*spec.flags, *recipe.flags, *COMMON_FLAGS]:
-        if flag.name in seen or flag.key.split(".")[0] not in {"domain", *recipe.sections}:
+        if flag.name in seen or flag.key.split(".")[0] not in {"domain", *recipe.sections, *recipe.own_sections}:
             continue
         seen.add(flag.name)
         section = flag.key.split(".")[0]
@@ -88,7 +88,7 @@ def _parse(argv: list[str], a=None):
         if key in a._flags:
             flags[key] = value
             flags.update({k: v for k, v in (a._flags[key].implies.get(value, {}) if isinstance(value, str) else {})
-                          .items() if k not in flags and k.split(".")[0] in recipe.sections})
+                          .items() if k not in flags and k.split(".")[0] in {*recipe.sections, *recipe.own_sections}})
     return a, spec, recipe_name, extra, flags
 
 

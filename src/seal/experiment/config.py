@@ -312,7 +312,7 @@ def _validate(cls: type, data: dict, name: str, where: Callable[[str], str]) -> 
         return TypeAdapter(cls).validate_python(data)
     except ValidationError as e:
         err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"] if not str(x).isdigit() or True)
+        loc = ".".join(str(x) for x in err["loc"])
         key = f"{name}.{loc}" if loc else name
         shown = _get_dotted(data, loc) if loc else None
         msg = err["msg"].removeprefix("Value error, ")

@@ -7,12 +7,10 @@ gets: evaluate conditions, and ReST-EM rounds followed by evaluations. A domain 
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..engine.config import PRESETS
 from .config import FINETUNE_FLAGS, SECTION_TYPES, Config, Flag, Recipe, comma_list
 from .evaluate import Learner, parse_conditions
 from .run import Run
@@ -22,11 +20,12 @@ from .run import Run
 class RecipeSpec:
     name: str                                  # the subcommand: seal DOMAIN NAME
     help: str
-    sections: tuple[str, ...]                  # the config sections it reads, besides "domain"
+    sections: tuple[str, ...]                  # the shared config sections it reads, besides "domain"
     run: Callable[["DomainSpec", Config, str, Callable], dict]
     defaults: dict = field(default_factory=dict)
     flags: list[Flag] = field(default_factory=list)
     show: Callable[["DomainSpec", dict], str] | None = None   # the text printed at the end
+    own_sections: dict[str, type] = field(default_factory=dict)   # sections of this recipe alone (cpt, sequential)
 
 
 @dataclass
@@ -40,12 +39,13 @@ class DomainSpec:
     recipes: dict[str, RecipeSpec] = field(default_factory=dict)
     flags: list[Flag] = field(default_factory=list)    # shorthand flags of the domain section
     labels: dict[str, str] = field(default_factory=dict)   # display names of conditions
-    report: dict[str, Callable] = field(default_factory=dict)  # run kind -> report section
+    # run kind -> report section; or a function returning that table, so the plotting code loads only for reports
+    report: dict[str, Callable] | Callable[[], dict[str, Callable]] = field(default_factory=dict)
     shortcuts: dict[str, tuple[str, dict, str]] = field(default_factory=dict)  # seal NAME -> (recipe, defaults, help)
 
     def recipe_config(self, recipe: str, extra_defaults: dict | None = None) -> Recipe:
         rs = self.recipes[recipe]
-        sections = {"domain": self.section, **{s: SECTION_TYPES[s] for s in rs.sections}}
+        sections = {"domain": self.section, **{s: SECTION_TYPES[s] for s in rs.sections}, **rs.own_sections}
         return Recipe(f"{self.name} {recipe}", sections, _deep(rs.defaults, extra_defaults or {}))
 
 
@@ -182,10 +182,3 @@ def standard_recipes(eval_defaults: dict | None = None, train_defaults: dict | N
             "train": RecipeSpec("train", train_help, ev + ("outer", "finetune"), run_train, train_defaults or {},
                                 EVAL_FLAGS + TRAIN_FLAGS, show_train)}
 
-
-def _fields(cls) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
-
-
-__all__ = ["DomainSpec", "RecipeSpec", "standard_recipes", "run_eval", "run_train", "load", "learner_of", "Loaded",
-           "PRESETS", "_fields"]

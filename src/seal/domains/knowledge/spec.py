@@ -107,18 +107,19 @@ RECIPES["train"] = RecipeSpec("train", RECIPES["train"].help, RECIPES["train"].s
                               show_train)
 _EV = ("run", "model", "inner", "generation", "eval", "seeds")
 RECIPES["cpt"] = RecipeSpec(
-    "cpt", "continued pretraining: n passages' self-edits pooled into one update", _EV + ("cpt",), run_cpt,
+    "cpt", "continued pretraining: n passages' self-edits pooled into one update", _EV, run_cpt,
     # The original's CPT grid trains 3 epochs at an effective batch of 8; one pass per sequence at batch 1 (the
     # single-passage setting) would cost n times the steps for the same data.
     {"run": {"out": "runs/knowledge-cpt"}, "inner": {"epochs": 3, "batch_size": 8},
      "seeds": {"trial": ["cpt", "{condition}"]}},
     [f for f in EVAL_FLAGS] + [Flag("update", "cpt.update", "one LoRA adapter (paper v1) or full finetuning of every "
                                     "weight (paper v2)", choices=("lora", "full"))],
-    lambda spec, p: show_eval(spec, p["conditions"] and p) + "\n" + "\n".join(
+    lambda spec, p: show_eval(spec, p) + "\n" + "\n".join(
         f"{n}: micro accuracy {100 * r['accuracy_micro']:.1f}% over {r['n_questions']} questions"
-        for n, r in p["conditions"].items()))
+        for n, r in p["conditions"].items()),
+    own_sections={"cpt": CPTSection})
 RECIPES["sequential"] = RecipeSpec(
-    "sequential", "sequential self-edits merged one after another (forgetting)", _EV + ("sequential",),
+    "sequential", "sequential self-edits merged one after another (forgetting)", _EV,
     run_sequential,
     {"run": {"out": "runs/knowledge-sequential"}, "eval": {"conditions": ["self-edit"]},
      "seeds": {"sample": ["seq", "{stream}", "{step}", "{context}", "{sample}"],
@@ -131,16 +132,7 @@ RECIPES["sequential"] = RecipeSpec(
         Flag("forget-weight", "sequential.forget_weight", "weight of the accuracy lost on earlier passages", float),
         Flag("edit", "sequential.edit", "self-edit (passage + self-edit) or passage only",
              choices=("self-edit", "passage"))],
-    lambda spec, p: format_matrix(p["forgetting"]))
-
-
-def _sections():
-    from ...experiment.config import SECTION_TYPES
-    SECTION_TYPES.setdefault("cpt", CPTSection)
-    SECTION_TYPES.setdefault("sequential", SequentialSection)
-
-
-_sections()
+    lambda spec, p: format_matrix(p["forgetting"]), own_sections={"sequential": SequentialSection})
 
 
 def _report():
@@ -151,7 +143,6 @@ def _report():
 SPEC = DomainSpec(
     name="knowledge", help="knowledge incorporation experiments", section=KnowledgeSection, build=build, check=check,
     recipes=RECIPES, flags=DOMAIN_FLAGS,
-    labels={},
     report=_report,
     shortcuts={"demo": ("eval", {"domain": {"n": 6}, "run": {"out": "runs/demo-seed{seed}"}},
                         "base / passage / self-edit on built-in fictional passages (CPU, minutes)")})
