@@ -48,6 +48,17 @@ def _knowledge():
         ["Mira Tolan did"], 1.0
 
 
+def _knowledge_file(path, ctx, text):
+    p = ctx.passages[0] if hasattr(ctx, "passages") else ctx
+    path.write_text(json.dumps([{"title": p.title, "context": p.context, "completions": [text],
+                                 "questions": [{"question": q.question, "answer": q.answer} for q in p.questions]}]))
+
+
+FILES = {"knowledge": _knowledge_file, "knowledge-pooled": _knowledge_file,
+         "arc": lambda path, ctx, text: path.write_text(json.dumps({ctx.id: [json.loads(text)]})),
+         "toy": lambda path, ctx, text: path.write_text(text + "\n")}
+
+
 def _pooled():
     from seal.domains.knowledge.pooled import PooledDomain
     inner, p, text, _, _ = _knowledge()
@@ -102,6 +113,12 @@ def test_every_domain_answers_the_protocol_by_behaviour(make, tmp_path, smol):
     wrong = dom.grade(ctx, ["zzz"] * len(prompts))
     assert wrong.accuracy == 0.0 and dom.reward(wrong) == 0.0
     assert dom.reward(ev, wrong) >= dom.reward(wrong, wrong)
+    # self-edits written elsewhere, read from a file in the domain's own format, parse like the model's own
+    path = tmp_path / "self_edits"
+    FILES[dom.name](path, ctx, good_text.split("\n", 1)[-1] if dom.name == "knowledge-pooled" else good_text)
+    read = dom.read_self_edits(str(path), [ctx])
+    assert list(read) == [ctx.id] and len(read[ctx.id]) == 1
+    assert dom.parse_self_edit(ctx, read[ctx.id][0]).error is None
     view = dom.describe(ctx)
     assert isinstance(view, ContextView) and len(view.questions) == len(view.gold) >= 1
     assert dom.no_update not in dom.baselines and dom.answer_tokens > 0 and dom.answer_batch > 0
