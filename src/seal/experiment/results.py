@@ -99,19 +99,30 @@ def train_results(store, names: list[str], no_update: str, rounds: int, first_ev
     return {"conditions": conditions, "rounds": round_stats(store, rounds)}
 
 
+def self_edit_rewards(rows: list[dict]) -> dict[tuple[str, int], float]:
+    """The reward of each sampled self-edit (context, sample): its mean over the inner-loop seeds."""
+    by: dict[tuple[str, int], list[float]] = {}
+    for t in rows:
+        by.setdefault((t["context_id"], t["sample"]), []).append(t["reward"])
+    return {k: sum(v) / len(v) for k, v in by.items()}
+
+
+def best_of_k(rewards: dict[tuple[str, int], float]) -> dict[str, float]:
+    """Per context, the reward of its best self-edit."""
+    best: dict[str, float] = {}
+    for (c, _), v in rewards.items():
+        best[c] = max(best.get(c, v), v)
+    return best
+
+
 def round_stats(store, rounds: int) -> list[dict]:
     out = []
     for r in range(1, rounds + 1):
         trials = store.trials(r, "train")
         if not trials:
             continue
-        by_edit: dict[tuple, list[float]] = {}
-        for t in trials:
-            by_edit.setdefault((t["context_id"], t["sample"]), []).append(t["reward"])
-        means = {k: sum(v) / len(v) for k, v in by_edit.items()}
-        best: dict[str, float] = {}
-        for (c, _), v in means.items():
-            best[c] = max(best.get(c, v), v)
+        means = self_edit_rewards(trials)
+        best = best_of_k(means)
         selected = store.get_meta(f"selected:{r}")
         texts = store.self_edits(r, "train")
         beat = [s["beat_base"] for s in selected or [] if s.get("beat_base") is not None]

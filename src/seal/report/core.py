@@ -24,7 +24,7 @@ from matplotlib.figure import Figure  # no pyplot: no global state, PNGs are dra
 
 from ..engine.stats import mean_ci95
 from ..engine.store import RunStore, StoreError
-from ..experiment.results import per_context
+from ..experiment.results import best_of_k, per_context, self_edit_rewards
 
 DASH = "—"
 
@@ -363,12 +363,7 @@ def _expected_train_trials(s: dict) -> int | None:  # noqa: C901 (old flat and n
     return n * k * seeds if all(isinstance(v, int) for v in (n, k, seeds)) else None
 
 
-def _per_self_edit_reward(trials: list[dict]) -> dict[tuple[str, int], float]:
-    """The reward of one self-edit: its mean over the repeat seeds."""
-    by: dict[tuple[str, int], list[float]] = defaultdict(list)
-    for t in trials:
-        by[(t["context_id"], t["sample"])].append(t["reward"])
-    return {key: sum(v) / len(v) for key, v in by.items()}
+_per_self_edit_reward = self_edit_rewards   # one definition with results.json's round numbers
 
 
 @dataclass
@@ -493,9 +488,7 @@ def _train_rewards(doc: Doc, tr: _Train) -> None:
             rows.append([r, 0, 0, DASH, DASH, DASH, DASH])
             continue
         base = tr.base_of(r - 1)
-        best: dict[str, float] = {}
-        for (c, _), v in rewards.items():
-            best[c] = max(v, best.get(c, v))
+        best = best_of_k(rewards)
         vs_base = [v > base[c] for (c, _), v in rewards.items() if c in base]
         values = list(rewards.values())
         rows.append([r, len(values), len(best), _pct(statistics.fmean(values)), _pct(statistics.median(values)),
