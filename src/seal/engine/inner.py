@@ -9,7 +9,6 @@ context (`base_evaluations`) and never per trial.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from torch.profiler import record_function
@@ -18,31 +17,10 @@ from tqdm.auto import tqdm
 from .lora import AdapterPack
 from .training import TrainJob, tokenize_update, train_pack
 from .config import InnerConfig
-from .protocol import Evaluation, Update
+from .protocol import Evaluation, Trial, TrialResult, Update  # noqa: F401 (Trial is part of this API)
 from .generation import generate
 from .models import LoadedModel
 
-
-@dataclass
-class Trial:
-    key: Any                      # the caller's identifier, handed back in the result
-    context: Any
-    update: Update
-    seed: int
-    self_edit: str | None = None  # the raw text the update came from, for the record
-
-
-@dataclass
-class TrialResult:
-    key: Any
-    evaluation: Evaluation | None
-    reward: float
-    error: str | None = None
-    steps: int = 0
-    final_loss: float | None = None
-    seconds: float = 0.0
-    losses: list[float] = field(default_factory=list, repr=False)   # per optimizer step
-    adapter: dict | None = field(default=None, repr=False)
 
 
 class InnerLoop:

@@ -100,3 +100,26 @@ PROTOCOL_METHODS = ("contexts", "self_edit_prompt", "self_edit_message", "self_e
                     "baseline_update", "read_self_edits", "eval_prompts", "grade", "reward", "describe")
 PROTOCOL_ATTRIBUTES = ("name", "baselines", "no_update", "stop_at_newline", "answer_tokens", "answer_batch",
                        "reward_uses_base")
+
+
+# The inner loop's data types: trials in, results out (torch-free, so recipes import them without a model).
+@dataclass
+class Trial:
+    key: Any                      # the caller's identifier, handed back in the result
+    context: Any
+    update: Update
+    seed: int
+    self_edit: str | None = None  # the raw text the update came from, for the record
+
+
+@dataclass
+class TrialResult:
+    key: Any
+    evaluation: Evaluation | None
+    reward: float
+    error: str | None = None
+    steps: int = 0
+    final_loss: float | None = None
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list, repr=False)   # per optimizer step
+    adapter: dict | None = field(default=None, repr=False)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..engine.inner import Trial
+from ..engine.protocol import Trial
 from ..engine.seeds import seed_of
 from .selfedits import sample_self_edits
 

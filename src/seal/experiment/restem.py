@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..engine.inner import Trial
+from ..engine.protocol import Trial
 from ..engine.seeds import seed_of
 from .evaluate import evaluate
 from .selfedits import sample_self_edits

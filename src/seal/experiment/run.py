@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..engine.inner import Trial, TrialResult
+from ..engine.protocol import Trial, TrialResult
 from ..engine.metrics import MetricsSink
 from ..engine.protocol import Evaluation
 from ..engine.store import RunStore

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ...engine.inner import Trial, TrialResult
+from ...engine.protocol import Trial, TrialResult
 from ...engine.seeds import seed_of
 from ...engine.stats import mean_ci95
 from ...experiment.evaluate import parse_conditions, self_edits_of

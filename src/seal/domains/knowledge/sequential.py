@@ -19,8 +19,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from ...engine.inner import Trial
-from ...engine.lora import merge_adapter_state
+from ...engine.protocol import Trial
 from ...engine.seeds import seed_of
 from ...experiment.run import Run
 from ...experiment.selfedits import sample_self_edits
@@ -57,6 +56,8 @@ def stream_condition(stream: int, step: int) -> str:
 
 
 def run_sequential(spec, cfg, command: str = "", log=print) -> dict:
+    from ...engine.lora import merge_adapter_state
+
     seq, k = cfg.sequential, cfg.eval.k
     checked = spec.check(cfg)
     probe = spec.build(cfg, None, checked)
