@@ -68,3 +68,13 @@ def test_layers_override_in_order_and_speed_knobs_do_not_decide_results(tmp_path
     assert fast.settings() == slow.settings()
     _, _, other = _from_argv(["knowledge", "eval", "--epochs", "3"])
     assert other.settings() != slow.settings()
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    import re
+    readme = (ROOT / "README.md").read_text()
+    quick = re.search(r"(?ims)^#+\s*quick ?start.*?(?=^#+\s)", readme).group(0)
+    test_block = re.findall(r"```[a-z]*\n(.*?)```", quick, re.S)[1].strip()
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    ci = [line for line in lines if line and not line.startswith(("#", "set ", "cd "))]
+    assert ci == [test_block]
