@@ -7,19 +7,15 @@ import sys
 import pytest
 
 from .doc_commands import ROOT, quoted_runs
-from seal.cli import build_parser
+from seal.cli import _parse
 from seal.experiment.config import ConfigError, resolve
 
 RUNS = quoted_runs()
 
 
 def _from_argv(argv):
-    a = build_parser().parse_args(argv)
-    spec, name, extra = a._run
-    flags = {k: v for k, v in vars(a).items() if k in a._flags}
-    for key, value in list(flags.items()):
-        if isinstance(value, str):
-            flags.update({k: v for k, v in a._flags[key].implies.get(value, {}).items() if k not in flags})
+    """The config the command line would run, read by the CLI's own code."""
+    a, spec, name, extra, flags = _parse(argv)
     return spec, name, resolve(spec.recipe_config(name, extra), a.config, flags, a.set)
 
 

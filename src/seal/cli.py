@@ -10,17 +10,8 @@ import sys
 from . import __version__
 
 
-def _default_text(defaults: dict, key: str):
-    d = defaults
-    for part in key.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
-
-
 def _add_recipe_args(p: argparse.ArgumentParser, spec, recipe, defaults: dict) -> None:
-    from .experiment.config import COMMON_FLAGS
+    from .experiment.config import COMMON_FLAGS, get_dotted
     p.add_argument("--config", metavar="FILE", help="a YAML config (e.g. a run folder's config.yaml); flags and "
                                                     "--set override it")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -34,7 +25,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, spec, recipe, defaults: dict) -
         section = flag.key.split(".")[0]
         g = groups.get(section) or groups.setdefault(section, p.add_argument_group(f"{section} (config key prefix "
                                                                                     f"{section}.)"))
-        default = _default_text(defaults, flag.key)
+        default = get_dotted(defaults, flag.key)
         shown = json.dumps(default) if not isinstance(default, str) else default
         helptext = f"{flag.help} [{flag.key}; default: {shown}]".replace("%", "%%")
         if flag.const is not None:

@@ -314,13 +314,14 @@ def _validate(cls: type, data: dict, name: str, where: Callable[[str], str]) -> 
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
         key = f"{name}.{loc}" if loc else name
-        shown = _get_dotted(data, loc) if loc else None
+        shown = get_dotted(data, loc) if loc else None
         msg = err["msg"].removeprefix("Value error, ")
         value = f" = {shown!r}" if shown is not None else ""
         raise ConfigError(f"{where(key)}: {key}{value}: {msg}") from None
 
 
-def _get_dotted(d: Any, key: str) -> Any:
+def get_dotted(d: Any, key: str) -> Any:
+    """The value at a dotted key of nested dicts (and lists), or None."""
     for p in key.split("."):
         if isinstance(d, dict) and p in d:
             d = d[p]
@@ -355,7 +356,7 @@ def resolve(recipe: Recipe, file: str | Path | None = None, flags: dict[str, Any
     user.pop("recipe", None)
     layers = [recipe.defaults, user]
     if "inner" in recipe.sections:
-        preset = _get_dotted(_merge(recipe.defaults, user), "inner.preset") or "small"
+        preset = get_dotted(_merge(recipe.defaults, user), "inner.preset") or "small"
         if preset not in PRESETS:
             raise ConfigError(f"{where('inner.preset')}: inner.preset = {preset!r}: unknown preset; "
                               f"choose from {', '.join(PRESETS)}")

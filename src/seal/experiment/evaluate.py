@@ -45,7 +45,7 @@ def parse_conditions(domain, specs: Sequence[str], contexts: Sequence[Any], endp
         elif spec == "self-edit":
             out.append(Condition(spec, "self-edit"))
         elif spec.startswith("file:"):
-            out.append(Condition("file:" + Path(spec[5:]).name, "file",
+            out.append(Condition(condition_name(spec), "file",
                                  texts=domain.read_self_edits(spec[5:], contexts)))
         elif spec.startswith("endpoint:"):
             if not spec[9:]:
@@ -67,6 +67,11 @@ def parse_conditions(domain, specs: Sequence[str], contexts: Sequence[Any], endp
     if len(set(names)) < len(names):
         raise ConditionError(f"a condition is given twice: {names}")
     return out
+
+
+def condition_name(spec: str) -> str:
+    """The name a condition is stored and reported under: a file condition by its file's name."""
+    return "file:" + Path(spec[5:]).name if spec.startswith("file:") else spec
 
 
 @dataclass

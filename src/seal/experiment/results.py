@@ -38,8 +38,7 @@ def summarize(rows: list[dict], order: list[str], n_questions: dict[str, int], s
     out = {"accuracy": acc, "ci95": ci, "n_contexts": len(ids), "n_questions": sum(n_questions.get(c, 0) for c in ids),
            "n_trials": len(rows), "n_failed": sum(r["status"] == "failed" for r in rows),
            "n_invalid": sum(r["status"] == "invalid" for r in rows),
-           "contexts_solved": sum(any((r["accuracy"] or 0) >= 1.0 for r in rows if r["context_id"] == c)
-                                  for c in ids),
+           "contexts_solved": len({r["context_id"] for r in rows if (r["accuracy"] or 0) >= 1.0}),
            "empty_answers": (sum(not a.strip() for a in answers) / len(answers)) if answers else 0.0,
            "mean_sequences": (sum(len(r.get("sequences") or []) + len(r.get("pairs") or []) for r in rows)
                               / len(rows)) if rows else 0.0}
@@ -55,7 +54,10 @@ def base_rows(store, model_key: str) -> list[dict]:
 
 
 def n_questions_of(store) -> dict[str, int]:
+    """Questions per context: from the stored context views (older stores: the graded answers)."""
     n = {c: len(v["questions"]) for c, v in store.contexts().items()}
+    if n:
+        return n
     for m in store.base_models():
         for c, v in store.base_evals(m).items():
             n.setdefault(c, len(v["grades"]))
@@ -66,10 +68,11 @@ def n_questions_of(store) -> dict[str, int]:
 
 
 def eval_results(store, names: list[str], no_update: str, model_key: str, round_: int = 0,
-                 stored_as: dict[str, str] | None = None) -> dict[str, dict]:
+                 stored_as: dict[str, str] | None = None, order: list[str] | None = None,
+                 nq: dict[str, int] | None = None) -> dict[str, dict]:
     """Per condition of one evaluation (round `round_`): the summary, keyed by the condition's name."""
-    order = context_order(store)
-    nq = n_questions_of(store)
+    order = context_order(store) if order is None else order
+    nq = n_questions_of(store) if nq is None else nq
     timings = store.get_meta("timings") or {}
     out = {}
     for name in names:
@@ -86,9 +89,9 @@ def eval_results(store, names: list[str], no_update: str, model_key: str, round_
 def train_results(store, names: list[str], no_update: str, rounds: int, first_eval: str, eval_condition: str,
                   round_models: dict[str, str]) -> dict[str, Any]:
     """A ReST-EM run: the round-0 conditions, each later round's evaluation, and per-round training numbers."""
-    conditions = eval_results(store, names, no_update, round_models.get("0", "round-0"), 0,
-                              {"self-edit": first_eval})
     order, nq = context_order(store), n_questions_of(store)
+    conditions = eval_results(store, names, no_update, round_models.get("0", "round-0"), 0,
+                              {"self-edit": first_eval}, order, nq)
     for r in range(1, rounds + 1):
         rows = store.trials(r, eval_condition.format(round=r))
         if rows:

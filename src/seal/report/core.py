@@ -24,6 +24,7 @@ from matplotlib.figure import Figure  # no pyplot: no global state, PNGs are dra
 
 from ..engine.stats import mean_ci95
 from ..engine.store import RunStore, StoreError
+from ..experiment.evaluate import condition_name
 from ..experiment.results import best_of_k, per_context, self_edit_rewards
 
 DASH = "—"
@@ -290,11 +291,6 @@ def _bar_chart(bars: list[tuple[str, float, list[float]]], title: str, ylabel: s
 
 # ------------------------------------------------------------------------------------------ any domain: eval
 
-def _condition_name(spec: str) -> str:
-    """As the experiment names them: a file condition by its file name."""
-    return "file:" + Path(spec[5:]).name if spec.startswith("file:") else spec
-
-
 def _eval_model(run: Run) -> str | None:
     if "round-0" in run.base:
         return "round-0"
@@ -310,7 +306,7 @@ def _knowledge_eval(doc: Doc, run: Run) -> None:
     base = run.base.get(model, {}) if model else {}
     n_ctx = len(set(base) | {t["context_id"] for t in trials})
     k, repeats = setting(run, "eval.k", "k", 1), setting(run, "eval.repeats", "repeats", 1)
-    planned = [_condition_name(c) for c in setting(run, "eval.conditions", "conditions", [])]
+    planned = [condition_name(c) for c in setting(run, "eval.conditions", "conditions", [])]
     names = ["base"] + [c for c in dict.fromkeys(planned + sorted({t["condition"] for t in trials})) if c != "base"]
     extras = (run.results or {}).get("conditions") or {}
 

@@ -20,7 +20,7 @@ from ...experiment.evaluate import parse_conditions, self_edits_of
 from ...experiment.recipes import load
 from ...experiment.results import context_order
 from ...experiment.run import Run
-from .pooled import Pool, load_pooled, pooled_update, split_grades
+from .pooled import Pool, load_pooled, pooled_update
 
 
 @dataclass
@@ -94,7 +94,6 @@ def cpt_results(store, names: list[str]) -> dict:
     rows = {r["condition"]: r for r in store.trials(0)}
     timings = store.get_meta("timings") or {}
     base = store.base_evals("round-0") or next((store.base_evals(m) for m in store.base_models()), {})
-    pool_of = {}
     results = {}
     for name in names:
         if name == "base":
@@ -102,10 +101,12 @@ def cpt_results(store, names: list[str]) -> dict:
             grades = [g for c in order if c in base for g in base[c]["grades"]]
             n_seq = 0
         elif name in rows and rows[name]["grades"] is not None:
-            sizes = [len(base[c]["grades"]) if c in base else 0 for c in order]
-            pool_of = _pool_ids(order, sizes)
-            per = split_grades(pool_of, rows[name]["grades"])
             grades = rows[name]["grades"]
+            per, i = {}, 0   # the pooled grades come in passage order; each passage has its base's question count
+            for c in order:
+                n = len(base[c]["grades"]) if c in base else 0
+                per[c] = sum(grades[i:i + n]) / max(1, n)
+                i += n
             n_seq = len(rows[name]["sequences"] or [])
         else:
             continue
@@ -116,11 +117,3 @@ def cpt_results(store, names: list[str]) -> dict:
                          "seconds": round(timings.get(f"cpt:{name}", 0.0), 1)}
     return results
 
-
-class _Sized:
-    def __init__(self, cid, n):
-        self.id, self.questions = cid, [None] * n
-
-
-def _pool_ids(order, sizes):
-    return Pool(tuple(_Sized(c, n) for c, n in zip(order, sizes)))

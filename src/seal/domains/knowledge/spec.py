@@ -59,8 +59,14 @@ def build(cfg, lm, checked: dict) -> KnowledgeDomain:
     from .sequences import SequenceOptions
     d = cfg.domain
 
-    def split(spec, default, n, start):
-        return lambda: select(resolve_data(spec, default_split=default)[0], n, d.select_seed, start)
+    loaded = checked.setdefault("passages", {})   # shared by every domain built for this run: read once
+
+    def split(name, spec, default, n, start):
+        def read():
+            if name not in loaded:
+                loaded[name] = select(resolve_data(spec, default_split=default)[0], n, d.select_seed, start)
+            return loaded[name]
+        return read
 
     render = None
     if lm is not None:
@@ -69,8 +75,8 @@ def build(cfg, lm, checked: dict) -> KnowledgeDomain:
     grader = checked.get("grader") or (make_grader("local-judge", lm) if lm is not None else None)
     return KnowledgeDomain(d.prompt, SequenceOptions(split=d.split, title_prefix=d.title_prefix), grader,
                            render or (lambda text, prefix="": text + prefix), d.reward,
-                           passages={"eval": split(d.data, "eval", d.n or None, d.start),
-                                     "train": split(d.train_data, "train", None, 0)},
+                           passages={"eval": split("eval", d.data, "eval", d.n or None, d.start),
+                                     "train": split("train", d.train_data, "train", None, 0)},
                            answer_tokens=d.answer_tokens)
 
 
