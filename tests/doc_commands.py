@@ -25,7 +25,7 @@ def quoted_runs() -> list[tuple[str, str, list[str], str]]:
                 lines.append(pending)
                 pending = ""
             for line in lines:
-                if not line.startswith("seal ") or re.search(r"<\w+>|\bE\b|\bLR\b|/tmp/", line):
+                if not line.startswith("seal ") or re.search(r"<\w+>|\bE\b|\bLR\b|/tmp/|\$\w+", line):
                     continue
                 argv = shlex.split(line, comments=True)[1:]
                 if argv[0] in ("report",) or "--help" in argv or "--config" in argv:   # not a run of its own
