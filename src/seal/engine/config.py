@@ -40,6 +40,10 @@ class InnerConfig:
     # Batched training: how many adapters share one pass, and the padded-token budget of one micro-batch.
     adapters_per_pack: int = speed_only(8)
     micro_batch_tokens: int = speed_only(4096)
+    # Earlier paths stay switchable so benchmarks compare in one run: packed=False pads micro-batches and runs
+    # the head at every position; decoder="hf" answers with transformers' generate instead of seal's loop.
+    packed: bool = speed_only(True)
+    decoder: str = speed_only("seal")
 
     def __post_init__(self):
         self.target_modules = tuple(self.target_modules)
@@ -52,6 +56,7 @@ class InnerConfig:
         if self.schedule not in ("linear", "cosine", "constant"):
             problems.append(f"schedule must be linear, cosine or constant, got {self.schedule!r}")
         if self.adapters_per_pack < 1: problems.append("adapters_per_pack must be >= 1")
+        if self.decoder not in ("seal", "hf"): problems.append(f"decoder must be seal or hf, got {self.decoder!r}")
         if problems:
             raise ValueError("invalid inner-loop settings: " + "; ".join(problems))
 
@@ -70,6 +75,7 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0
     max_seq_len: int = 2048
     micro_batch_tokens: int = speed_only(4096)
+    packed: bool = speed_only(True)
 
     def __post_init__(self):
         self.target_modules = tuple(self.target_modules)

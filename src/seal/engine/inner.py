@@ -100,7 +100,7 @@ class InnerLoop:
                     outcomes = train_pack(pack, jobs, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps,
                                           weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
                                           micro_batch_tokens=cfg.micro_batch_tokens, pad_id=pad,
-                                          progress=progress)
+                                          progress=progress, packed=cfg.packed)
             ok = [i for i, o in enumerate(outcomes) if o.failed is None]
             with record_function("seal:adapter-answers"):
                 answers = self.answer([trials[i].context for i in ok], pack=pack, adapter_of=ok,

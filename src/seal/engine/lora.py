@@ -23,15 +23,23 @@ class _Router:
     """Which adapter each batch row uses (-1 = the base model alone). Shared by every wrapped layer.
 
     `groups` holds the same routing as (adapter, rows) pairs, rows a slice when they are contiguous; the
-    no-grad forward uses it (see `MultiLoraLinear.forward`)."""
+    no-grad forward uses it (see `MultiLoraLinear.forward`).
+
+    Packed training routes tokens instead of rows: `spans` holds (adapter, token slice) pairs over the one
+    packed sequence, each adapter's tokens contiguous, and `tokens` its length."""
 
     def __init__(self):
         self.index: torch.Tensor | None = None
         self.groups: list[tuple[int, slice | torch.Tensor]] = []
+        self.spans: list[tuple[int, slice]] | None = None
+        self.tokens = 0
 
     def set(self, index: torch.Tensor | None) -> None:
         self.index = index
         self.groups = [] if index is None else _groups(index)
+
+    def set_spans(self, spans: list[tuple[int, slice]] | None, tokens: int = 0) -> None:
+        self.spans, self.tokens = spans, tokens
 
 
 def _groups(index: torch.Tensor) -> list[tuple[int, slice | torch.Tensor]]:
@@ -62,6 +70,8 @@ class MultiLoraLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
+        if self.router.spans is not None:
+            return y + self._span_delta(x)
         index = self.router.index
         if index is None:
             return y
@@ -79,6 +89,25 @@ class MultiLoraLinear(nn.Module):
         delta = torch.bmm(torch.bmm(h, a.transpose(1, 2)), b.transpose(1, 2))
         delta = delta * (self.scale * active.to(x.dtype)).view(-1, 1, 1)
         return y + delta.view_as(y)
+
+    def _span_delta(self, x: torch.Tensor) -> torch.Tensor:
+        """The LoRA term of a packed sequence ([1, T, in]): each adapter's contiguous run of tokens through
+        its own A and B, two plain matmuls per adapter, joined with `cat` so autograd sees one graph. Tokens
+        outside every span (none in training) get no LoRA term."""
+        h = x.reshape(-1, x.shape[-1])
+        if h.shape[0] != self.router.tokens:
+            raise RuntimeError(f"adapter routing covers {self.router.tokens} tokens but the batch has {h.shape[0]}")
+        if self.dropout and self.training:
+            h = F.dropout(h, self.dropout)
+        parts, at = [], 0
+        for a, sl in self.router.spans:
+            if sl.start > at:
+                parts.append(h.new_zeros(sl.start - at, self.base.out_features))
+            parts.append((h[sl] @ self.lora_A[a].to(x.dtype).T) @ self.lora_B[a].to(x.dtype).T)
+            at = sl.stop
+        if at < h.shape[0]:
+            parts.append(h.new_zeros(h.shape[0] - at, self.base.out_features))
+        return (torch.cat(parts) * self.scale).view(x.shape[:-1] + (self.base.out_features,))
 
     def _grouped_delta(self, x: torch.Tensor) -> torch.Tensor:
         """The LoRA term with rows grouped by adapter: two plain matmuls per adapter in the batch.
@@ -172,6 +201,15 @@ class AdapterPack:
             yield
         finally:
             self.router.set(None)
+
+    @contextmanager
+    def route_spans(self, spans: list[tuple[int, slice]], tokens: int):
+        """Route a packed sequence of `tokens` tokens: adapter a on each (a, token slice) span."""
+        self.router.set_spans(spans, tokens)
+        try:
+            yield
+        finally:
+            self.router.set_spans(None)
 
     def close(self) -> None:
         for name, layer in self.layers.items():

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from .config import FinetuneConfig
 from .lora import AdapterPack, save_peft_adapter
 from .models import LoadedModel, save_model
+from .packed import Packed, collate_packed, fused_head_ok, head_loss, pack_rows, packed_attention
 from .protocol import Update
 
 
@@ -127,14 +128,15 @@ class TrainOutcome:
 
 def train_pack(pack: AdapterPack, jobs: list[TrainJob], schedule: str = "linear", warmup_steps: int = 0,
                weight_decay: float = 0.0, max_grad_norm: float = 1.0, micro_batch_tokens: int = 4096,
-               pad_id: int = 0, progress=None) -> list[TrainOutcome]:
+               pad_id: int = 0, progress=None, packed: bool = True) -> list[TrainOutcome]:
     """Train adapter i of the pack on jobs[i], all adapters in one pass over the frozen base.
 
     Global step t takes the t-th mini-batch of every adapter that still has steps left; adapters that finish
-    early drop out. The rows of a step are sorted by length and cut into micro-batches of at most
-    `micro_batch_tokens` padded tokens; padding never enters the loss. Each adapter's loss is the mean over
-    its own target tokens in the step (as a Trainer with its batch), so its gradient is the one it would get
-    if trained alone.
+    early drop out. Packed (the default), the step's rows go end to end into sequences of at most
+    `micro_batch_tokens` tokens, attention inside each row and the output head only where a target is
+    (`engine.packed`); unpacked, they are sorted by length and padded into micro-batches of at most that many
+    padded tokens. Padding never enters the loss. Each adapter's loss is the mean over its own target tokens
+    in the step (as a Trainer with its batch), so its gradient is the one it would get if trained alone.
     """
     if len(jobs) != pack.n:
         raise ValueError(f"{len(jobs)} jobs for a pack of {pack.n} adapters")
@@ -162,16 +164,15 @@ def train_pack(pack: AdapterPack, jobs: list[TrainJob], schedule: str = "linear"
                 n_targets[i] += sum(jobs[i].loss_masks[j][1:])
             step_loss = {i: 0.0 for i in active}
             opt.zero_grad()
-            for micro in _micro_batches(rows, jobs, micro_batch_tokens):
-                ids, mask, labels_mask, index = _collate(micro, jobs, pad_id, dev)
-                with pack.route(index):
-                    logits = model(input_ids=ids, attention_mask=mask).logits
-                logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))
-                tok_loss = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-                tok_loss = tok_loss * labels_mask[:, 1:].to(tok_loss.dtype)
-                row_loss = tok_loss.sum(1)
+            micros = pack_rows(rows, jobs, micro_batch_tokens) if packed else _micro_batches(rows, jobs,
+                                                                                              micro_batch_tokens)
+            for micro in micros:
+                if packed:
+                    row_loss = _packed_row_losses(pack, collate_packed(micro, jobs, dev))
+                else:
+                    row_loss = _padded_row_losses(pack, micro, jobs, pad_id, dev)
                 weights = torch.tensor([1.0 / max(1, n_targets[i]) for i, _ in micro], device=dev,
-                                       dtype=tok_loss.dtype)
+                                       dtype=row_loss.dtype)
                 per_row = row_loss * weights
                 finite = torch.isfinite(per_row.detach())
                 values = per_row.detach().tolist()
@@ -204,6 +205,35 @@ def train_pack(pack: AdapterPack, jobs: list[TrainJob], schedule: str = "linear"
         model.train(was_training)
     return [TrainOutcome(steps=totals[i] if failed[i] is None else len(losses[i]), final_loss=last_loss[i],
                          failed=failed[i], losses=losses[i]) for i in range(pack.n)]
+
+
+def _padded_row_losses(pack, micro, jobs, pad_id, dev) -> torch.Tensor:
+    """Summed target-token loss of each row of a padded micro-batch (the full head at every position)."""
+    ids, mask, labels_mask, index = _collate(micro, jobs, pad_id, dev)
+    with pack.route(index):
+        logits = pack.model(input_ids=ids, attention_mask=mask).logits
+    logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))
+    tok_loss = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+    return (tok_loss * labels_mask[:, 1:].to(tok_loss.dtype)).sum(1)
+
+
+def _packed_row_losses(pack, batch: Packed) -> torch.Tensor:
+    """Summed target-token loss of each row of a packed micro-batch: one sequence through the backbone, then
+    the head only at the target positions (fused and chunked where `fused_head_ok`, else transformers'
+    `logits_to_keep`)."""
+    model = pack.model
+    lens = batch.cu[1:] - batch.cu[:-1]
+    kw = dict(input_ids=batch.ids, position_ids=batch.positions, use_cache=False, cu_seq_lens_q=batch.cu,
+              cu_seq_lens_k=batch.cu, max_length_q=int(lens.max()), max_length_k=int(lens.max()))
+    fused = fused_head_ok(model)
+    with packed_attention(model), pack.route_spans(batch.spans, batch.tokens):
+        if fused:
+            hidden = model.base_model(**kw).last_hidden_state[0]
+            ce = head_loss(model.get_output_embeddings(), hidden[batch.src], batch.labels)
+        else:
+            logits = model(**kw, logits_to_keep=batch.src).logits[0]
+            ce = F.cross_entropy(logits.float(), batch.labels, reduction="none")
+    return torch.zeros(len(batch.rows), dtype=ce.dtype, device=ce.device).index_add(0, batch.owner, ce)
 
 
 # A forward/backward pass costs about this many padded tokens of work before its first token (Python and
@@ -339,7 +369,8 @@ def finetune_and_merge(lm: LoadedModel, pairs: list[tuple[str, str]], cfg: Finet
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     with AdapterPack(lm.model, 1, cfg.rank, cfg.alpha, 0.0, cfg.target_modules, seeds=[seed]) as pack:
         (outcome,) = train_pack(pack, [job], schedule=cfg.schedule, max_grad_norm=cfg.max_grad_norm,
-                                micro_batch_tokens=cfg.micro_batch_tokens, pad_id=pad, progress=progress)
+                                micro_batch_tokens=cfg.micro_batch_tokens, pad_id=pad, progress=progress,
+                                packed=cfg.packed)
         if outcome.failed:
             raise RuntimeError(f"generator finetune failed: {outcome.failed}")
         if out_dir is not None:
