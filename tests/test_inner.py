@@ -146,3 +146,29 @@ def test_grouped_no_grad_lora_equals_per_row_lora():
                     grouped = model(x)
             assert torch.allclose(per_row, grouped, atol=1e-5), index
             assert not torch.equal(grouped[0], model[0].base(x)[0]) or index[0] == -1
+
+
+def test_early_stopped_prefix_cached_decoding_gives_transformers_answers(smol):
+    """seal's greedy loop (rows leave at their answer's end, the shared prompt prefix computed once per
+    adapter) gives exactly the answers of transformers' generate, fp32, through adapters and the base, with and
+    without the first-line rule, one batch and several."""
+    from seal.engine.generation import _common_prefix
+    jobs = _jobs(smol.tokenizer)[:2]
+    questions = ["What is Kessary famous for?", "What was Dovan Pell's last opera?",
+                 "What is the capital of France? Answer in one word.", "Name three colours, one per line."]
+    prompts = [render_prompt(smol, "Answer briefly.\nQuestion: " + q) for q in questions]
+    encoded = [smol.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    assert _common_prefix(encoded) >= 10                  # the chat template's system turn and the instruction
+    with AdapterPack(smol.model, 2, 8, 16, target_modules="all-linear", seeds=[1, 2]) as pack:
+        train_pack(pack, jobs, pad_id=smol.tokenizer.pad_token_id)
+        rows = [(p, a) for a in (1, -1, 0) for p in prompts]
+        for newline in (True, False):
+            for batch in (12, 5):
+                kw = dict(max_new_tokens=24, pack=pack, adapter_index=[a for _, a in rows], batch_size=batch,
+                          stop_at_newline=newline)
+                ours = generate(smol, [p for p, _ in rows], decoder="seal", **kw)
+                theirs = generate(smol, [p for p, _ in rows], decoder="hf", **kw)
+                assert ours == theirs, (newline, batch)
+                if not newline:
+                    assert any("\n" in a for a in ours)   # the rule is what cuts, not the loop
+    assert len(set(ours[:4])) > 1 and ours[:4] != ours[4:8]

@@ -9,6 +9,7 @@ context (`base_evaluations`) and never per trial.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from typing import Any, Callable, Sequence
 
 from torch.profiler import record_function
@@ -29,6 +30,10 @@ class InnerLoop:
         self.domain = domain
         self.cfg = cfg or InnerConfig()
         self.show_progress = show_progress
+        # Wall seconds spent in each phase (train, adapter-answers, base-answers), summed over calls, and the
+        # questions answered: benchmarks read them to give each phase its own rate.
+        self.timings: dict[str, float] = {}
+        self.questions = 0
 
     def answer(self, contexts: Sequence[Any], pack=None, adapter_of: Sequence[int] | None = None,
                desc: str = "answering") -> list[list[str]]:
@@ -40,18 +45,28 @@ class InnerLoop:
             prompts += ps
             owners += [c] * len(ps)
             rows += [adapter_of[c] if adapter_of is not None else -1] * len(ps)
+        self.questions += len(prompts)
         with tqdm(total=len(prompts), desc=desc, unit="q", disable=not self.show_progress, leave=False) as bar:
             texts = generate(self.lm, prompts, max_new_tokens=self.domain.answer_tokens,
                              batch_size=self.domain.answer_batch,
                              pack=pack, adapter_index=rows if pack is not None else None,
-                             stop_at_newline=self.domain.stop_at_newline, progress=bar.update)
+                             stop_at_newline=self.domain.stop_at_newline, progress=bar.update,
+                             decoder=self.cfg.decoder)
         out: list[list[str]] = [[] for _ in contexts]
         for owner, text in zip(owners, texts):
             out[owner].append(text)
         return out
 
+    @contextmanager
+    def _phase(self, name: str):
+        """Time a phase into `timings` and label it for `python benchmarks/inner_loop.py --profile`."""
+        t0 = time.perf_counter()
+        with record_function(f"seal:{name}"):
+            yield
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
     def base_evaluations(self, contexts: Sequence[Any]) -> list[Evaluation]:
-        with record_function("seal:base-answers"):
+        with self._phase("base-answers"):
             answers = self.answer(contexts, desc="base answers")
         return [self.domain.grade(ctx, a) for ctx, a in zip(contexts, answers)]
 
@@ -96,13 +111,13 @@ class InnerLoop:
                 def progress(done, total):
                     bar.total = total  # train_pack knows the step count; no need to plan the batches twice
                     bar.update(done - bar.n)
-                with record_function("seal:train"):   # labels for `python benchmarks/inner_loop.py --profile`
+                with self._phase("train"):
                     outcomes = train_pack(pack, jobs, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps,
                                           weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
                                           micro_batch_tokens=cfg.micro_batch_tokens, pad_id=pad,
                                           progress=progress, packed=cfg.packed)
             ok = [i for i, o in enumerate(outcomes) if o.failed is None]
-            with record_function("seal:adapter-answers"):
+            with self._phase("adapter-answers"):
                 answers = self.answer([trials[i].context for i in ok], pack=pack, adapter_of=ok,
                                       desc="adapter answers") if ok else []
             adapters = {i: pack.adapter_state(i) for i in ok} if keep_adapters else {}
