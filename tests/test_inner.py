@@ -129,23 +129,25 @@ def test_stacked_adamw_matches_torch_adamw_for_one_adapter():
 
 
 def test_grouped_no_grad_lora_equals_per_row_lora():
-    """Generation takes the grouped path (each adapter's rows together, no gradients); training takes the
-    per-row gather. Both must give the same layer output for any routing, contiguous or not, with base rows."""
+    """Generation takes the grouped path (each adapter's rows together, no gradients; a one-token decode step
+    with several adapters stacks them all in one matmul); training takes the per-row gather. All must give the
+    same layer output for any routing, contiguous or not, with base rows, also after the weights change."""
     from torch import nn
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(12, 20))
     with AdapterPack(model, 3, rank=4, alpha=8.0, target_modules=("0",)) as pack:
-        with torch.no_grad():
-            for p in pack.parameters():
-                p.normal_()
-        x = torch.randn(7, 5, 12)
-        for index in ([2, 0, 2, -1, 1, 0, 2], [1, 1, 1, 0, 0, -1, -1], [-1] * 7):
-            with pack.route(index):
-                per_row = model(x)                     # grad enabled: per-row gather
-                with torch.no_grad():
-                    grouped = model(x)
-            assert torch.allclose(per_row, grouped, atol=1e-5), index
-            assert not torch.equal(grouped[0], model[0].base(x)[0]) or index[0] == -1
+        for _ in range(2):                             # the second time, the stacked B must be rebuilt
+            with torch.no_grad():
+                for p in pack.parameters():
+                    p.normal_()
+            for x in (torch.randn(7, 5, 12), torch.randn(7, 1, 12)):
+                for index in ([2, 0, 2, -1, 1, 0, 2], [1, 1, 1, 0, 0, -1, -1], [-1] * 7):
+                    with pack.route(index):
+                        per_row = model(x)                     # grad enabled: per-row gather
+                        with torch.no_grad():
+                            grouped = model(x)
+                    assert torch.allclose(per_row, grouped, atol=1e-5), index
+                    assert not torch.equal(grouped[0], model[0].base(x)[0]) or index[0] == -1
 
 
 def test_early_stopped_prefix_cached_decoding_gives_transformers_answers(smol):

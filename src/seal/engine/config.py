@@ -44,6 +44,9 @@ class InnerConfig:
     # the head at every position; decoder="hf" answers with transformers' generate instead of seal's loop.
     packed: bool = speed_only(True)
     decoder: str = speed_only("seal")
+    # torch.compile each decoder layer (dynamic shapes; the LoRA terms stay eager). Off by default: on 2 CPU
+    # cores compiling costs ~85 s once for ~10% per step afterwards (docs/BENCHMARKS.md).
+    compile: bool = speed_only(False)
 
     def __post_init__(self):
         self.target_modules = tuple(self.target_modules)

@@ -94,8 +94,24 @@ class InnerLoop:
                     bar.update(1)
         return results
 
+    def _compile(self) -> None:
+        """torch.compile every decoder layer in place, once per model (`inner.compile`). The compiled layers
+        outlive adapter packs: the LoRA terms are excluded from compilation (`torch.compiler.disable`), so a
+        new pack's routing does not recompile them."""
+        model = self.lm.model
+        if getattr(model, "_seal_compiled", False):
+            return
+        layers = getattr(model.base_model, "layers", None)
+        if layers is None:
+            raise ValueError(f"inner.compile: {type(model).__name__} has no decoder layers at base_model.layers")
+        for layer in layers:
+            layer.compile(dynamic=True)
+        model._seal_compiled = True
+
     def _run_pack(self, trials: list[Trial], bases: dict, keep_adapters: bool) -> list[TrialResult]:
         cfg, tok = self.cfg, self.lm.tokenizer
+        if cfg.compile:
+            self._compile()
         t0 = time.perf_counter()
         jobs = []
         for t in trials:

@@ -90,6 +90,7 @@ class MultiLoraLinear(nn.Module):
         delta = delta * (self.scale * active.to(x.dtype)).view(-1, 1, 1)
         return y + delta.view_as(y)
 
+    @torch.compiler.disable   # eager under `inner.compile` (routing is Python data; see InnerLoop)
     def _span_delta(self, x: torch.Tensor) -> torch.Tensor:
         """The LoRA term of a packed sequence ([1, T, in]): each adapter's contiguous run of tokens through
         its own A and B, two plain matmuls per adapter, joined with `cat` so autograd sees one graph. Tokens
@@ -109,6 +110,7 @@ class MultiLoraLinear(nn.Module):
             parts.append(h.new_zeros(h.shape[0] - at, self.base.out_features))
         return (torch.cat(parts) * self.scale).view(x.shape[:-1] + (self.base.out_features,))
 
+    @torch.compiler.disable   # eager under `inner.compile` (routing is Python data; see InnerLoop)
     def _grouped_delta(self, x: torch.Tensor) -> torch.Tensor:
         """The LoRA term with rows grouped by adapter: two plain matmuls per adapter in the batch.
 
@@ -117,6 +119,8 @@ class MultiLoraLinear(nn.Module):
         model's own weights. Grouped, each adapter's weights are read once per forward. Gradients need the
         per-row path (one autograd graph over a gather), so this runs only without them."""
         h = x if x.dim() == 3 else x.unsqueeze(1)
+        if h.shape[1] == 1 and len(self.router.groups) > 1:
+            return self._stacked_delta(h).view(x.shape[:-1] + (self.base.out_features,))
         delta = h.new_zeros(h.shape[:-1] + (self.base.out_features,))
         for a, rows in self.router.groups:
             w_a = self.lora_A[a].to(x.dtype)
@@ -127,6 +131,25 @@ class MultiLoraLinear(nn.Module):
             else:
                 delta.index_copy_(0, rows, part)
         return (delta * self.scale).view(x.shape[:-1] + (self.base.out_features,))
+
+
+    @torch.compiler.disable   # eager under `inner.compile` (routing is Python data; see InnerLoop)
+    def _stacked_delta(self, h: torch.Tensor) -> torch.Tensor:
+        """One decode step ([b, 1, in]) with several adapters in the batch: every row through every adapter's A
+        at once (one [b, in] x [in, k*r] matmul), the other adapters' blocks zeroed, then one matmul with all
+        the B's stacked. k times the (tiny) LoRA FLOPs of the grouped path, but two matmul calls per layer
+        instead of two per adapter, which is what a decode step of a few dozen rows pays for."""
+        k, r, _ = self.lora_A.shape
+        a_all = self.lora_A.reshape(k * r, -1).to(h.dtype)                         # [k*r, in], a view
+        key = (self.lora_B._version, h.dtype)
+        if getattr(self, "_b_stack_key", None) != key:                            # B's stacked [k*r, out]
+            self._b_stack = self.lora_B.detach().transpose(1, 2).reshape(k * r, -1).to(h.dtype)
+            self._b_stack_key = key
+        index = self.router.index
+        own = (torch.arange(k, device=index.device)[None] == index[:, None])     # [b, k]; base rows: none
+        mask = own.to(h.dtype).repeat_interleave(r, dim=1)                        # [b, k*r]
+        z = (h[:, 0] @ a_all.T) * mask
+        return (z @ self._b_stack * self.scale)[:, None]
 
 
 def find_targets(model: nn.Module, target_modules) -> list[str]:
