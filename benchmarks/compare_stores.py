@@ -39,6 +39,10 @@ for k, v in tr_o.items():
         bad += 1
         if bad < 8: print("  TRIAL DIFF", k, [x != y for x, y in zip(v, w)], v[2], w[2])
 print(f"trials equal (answers, grades, final loss, steps, self-edit, status): {same} of {len(tr_o)}")
+common = [k for k in tr_o if k in tr_n]
+print(f"  of which answers and grades equal: {sum(tr_o[k][:2] == tr_n[k][:2] for k in common)} of {len(common)}; "
+      "largest final-loss difference: "
+      f"{max((abs(tr_o[k][2] - tr_n[k][2]) for k in common if tr_o[k][2] is not None and tr_n[k][2] is not None), default=0):.2e}")
 bo = {k[0]: v for k, v in be(old).items()}; bn = {k[0]: v for k, v in be(new).items()}
 print(f"base answers: old {len(bo)} new {len(bn)}; equal {sum(bo[c] == bn.get(c) for c in bo)}")
 for key in ("selected:1", "selected:2", "sft:1", "sft:2"):

@@ -200,6 +200,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write the numbers to this file (rewritten after every stage)")
+    ap.add_argument("--train-phase", type=int, default=0, metavar="REPS",
+                    help="instead of the comparison: the training phase alone (k adapters, --scale-epochs epochs), "
+                         "REPS times, each between two matmul-peak readings, packed and padded alternately")
     ap.add_argument("--profile", action="store_true",
                     help="instead of the comparison: profile the batched path (k adapters, --scale-epochs epochs) "
                          "and print where the time goes, by phase and by operator")
@@ -238,6 +241,10 @@ def main(argv=None) -> int:
         if a.json:
             Path(a.json).write_text(json.dumps(out, indent=2))
 
+    if a.train_phase:
+        out["train_phase"] = train_phase(lm, main_trials, replace(cfg, epochs=a.scale_epochs), fpt, a.train_phase)
+        save()
+        return 0
     if a.profile:
         return profile(lm, domain, main_trials, replace(cfg, epochs=a.scale_epochs, adapters_per_pack=a.k), a.json)
 
@@ -315,6 +322,41 @@ def main(argv=None) -> int:
     if a.json:
         print(f"wrote {a.json}")
     return 0
+
+
+def train_phase(lm, trials, cfg, fpt: float, reps: int) -> dict:
+    """The share of the matmul peak during training alone. The peak of this machine drifts by 10-20% within
+    minutes, so each training run is put between two peak readings and compared with their mean; packed and
+    padded (round 1) runs alternate."""
+    from seal.engine.lora import AdapterPack
+    from seal.engine.training import TrainJob, tokenize_update, train_pack
+    jobs = []
+    for t in trials:
+        ids, masks = tokenize_update(lm.tokenizer, t.update, cfg.max_seq_len)
+        jobs.append(TrainJob(ids, masks, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=t.seed))
+    tokens = sum(len(s) for j in jobs for s in j.input_ids) * cfg.epochs
+    runs = []
+    for r in range(reps):
+        for packed in (True, False):
+            before = matmul_peak(lm.dtype)
+            with AdapterPack(lm.model, len(jobs), cfg.rank, cfg.alpha, 0.0, cfg.target_modules,
+                             seeds=[j.seed for j in jobs]) as pack:
+                t0 = time.perf_counter()
+                train_pack(pack, jobs, pad_id=lm.tokenizer.pad_token_id, packed=packed)
+                seconds = time.perf_counter() - t0
+            after = matmul_peak(lm.dtype)
+            share = fpt * tokens / seconds / ((before + after) / 2)
+            runs.append({"packed": packed, "seconds": seconds, "peak_before": before, "peak_after": after,
+                         "fraction_of_peak": share})
+            print(f"  {'packed' if packed else 'padded'}: {seconds:5.1f} s, peak {before / 1e9:.0f}/{after / 1e9:.0f}"
+                  f" GFLOP/s, {100 * share:.1f}% of peak", flush=True)
+    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    res = {"adapters": len(jobs), "epochs": cfg.epochs, "tokens": tokens, "runs": runs,
+           "median_fraction": {name: med([x["fraction_of_peak"] for x in runs if x["packed"] == flag])
+                               for name, flag in (("packed", True), ("padded", False))}}
+    print(f"training phase, {len(jobs)} adapters: median share of peak packed "
+          f"{100 * res['median_fraction']['packed']:.1f}%, padded {100 * res['median_fraction']['padded']:.1f}%")
+    return res
 
 
 def compare_decoders(lm, domain, trials, cfg) -> dict:

@@ -262,6 +262,16 @@ class AdapterPack:
             _add_lora(layer.base.weight, layer.lora_A[i], layer.lora_B[i], layer.scale)
 
     @torch.no_grad()
+    def finite_all(self) -> list[bool]:
+        """Whether each adapter's weights are all finite, with one device sync for the whole pack (a check per
+        adapter and layer would sync the GPU once per layer)."""
+        ok = None
+        for layer in self.layers.values():
+            both = (torch.isfinite(layer.lora_A).flatten(1).all(1) & torch.isfinite(layer.lora_B).flatten(1).all(1))
+            ok = both if ok is None else ok & both
+        return ok.tolist() if ok is not None else [True] * self.n
+
+    @torch.no_grad()
     def finite(self, i: int) -> bool:
         return all(torch.isfinite(layer.lora_A[i]).all() and torch.isfinite(layer.lora_B[i]).all()
                    for layer in self.layers.values())

@@ -193,8 +193,9 @@ def train_pack(pack: AdapterPack, jobs: list[TrainJob], schedule: str = "linear"
                     last_loss[i] = step_loss[i]
                     losses[i].append(step_loss[i])
             opt.step(lrs, act, max_grad_norm)
+            ok = pack.finite_all()
             for i in active:
-                if failed[i] is None and not pack.finite(i):
+                if failed[i] is None and not ok[i]:
                     failed[i] = f"non-finite adapter weights after step {t}"
             if progress is not None:
                 progress(t + 1, max(totals))
