@@ -61,6 +61,9 @@ from seal.engine.lora import AdapterPack
 from seal.engine.packed import fused_head_ok
 from seal.engine.training import TrainJob, train_pack
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inner_loop import _ListDataset  # noqa: E402  (the CPU benchmark's row dataset; its top level imports only torch)
+
 # The paper's inner loop (knowledge incorporation).
 RANK, ALPHA, TARGETS = 32, 64.0, ("q_proj", "v_proj")
 LR, BATCH_SIZE, PAPER_EPOCHS = 1e-3, 1, 10
@@ -230,17 +233,6 @@ def run_engine(model, work: Workload, k: int, packs: int, epochs: int, clock: Cl
                 decoded_tokens_mean=mean_len(base + gens), final_loss_mean=sum(losses) / len(losses))
 
 
-class _Rows(torch.utils.data.Dataset):
-    def __init__(self, rows):
-        self.rows = rows
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, i):
-        return {k: torch.tensor(v) for k, v in self.rows[i].items()}
-
-
 def run_original(model, work: Workload, edits: list[list[list[int]]], prompts, epochs: int, pad_to: int,
                  new_tokens: int, clock: Clock) -> dict:
     """The original's way for each self-edit in `edits` (lists of training sequences); see the docstring.
@@ -282,7 +274,7 @@ def run_original(model, work: Workload, edits: list[list[list[int]]], prompts, e
                                      weight_decay=0.0, max_grad_norm=1.0, save_strategy="no", logging_steps=1,
                                      report_to="none", seed=work.seed + i, bf16=bf16, disable_tqdm=True,
                                      **({"use_cpu": True} if cpu else {}))
-            trainer = Trainer(model=wrapper, args=args, train_dataset=_Rows(rows))
+            trainer = Trainer(model=wrapper, args=args, train_dataset=_ListDataset(rows))
             trainer.remove_callback(PrinterCallback)   # it logs every step (as the original); not to stdout
             lap("trainer_setup_s")
             result = trainer.train()
