@@ -324,16 +324,23 @@ def main(argv=None) -> int:
     return 0
 
 
+def _train_jobs(lm, trials, cfg):
+    """The trials' train jobs with the settings of `cfg` (as InnerLoop builds them, without overrides)."""
+    from seal.engine.training import TrainJob, tokenize_update
+    jobs = []
+    for t in trials:
+        ids, masks = tokenize_update(lm.tokenizer, t.update, cfg.max_seq_len)
+        jobs.append(TrainJob(ids, masks, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=t.seed))
+    return jobs
+
+
 def train_phase(lm, trials, cfg, fpt: float, reps: int) -> dict:
     """The share of the matmul peak during training alone. The peak of this machine drifts by 10-20% within
     minutes, so each training run is put between two peak readings and compared with their mean; packed and
     padded (round 1) runs alternate."""
     from seal.engine.lora import AdapterPack
-    from seal.engine.training import TrainJob, tokenize_update, train_pack
-    jobs = []
-    for t in trials:
-        ids, masks = tokenize_update(lm.tokenizer, t.update, cfg.max_seq_len)
-        jobs.append(TrainJob(ids, masks, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=t.seed))
+    from seal.engine.training import train_pack
+    jobs = _train_jobs(lm, trials, cfg)
     tokens = sum(len(s) for j in jobs for s in j.input_ids) * cfg.epochs
     runs = []
     for r in range(reps):
@@ -365,11 +372,8 @@ def compare_decoders(lm, domain, trials, cfg) -> dict:
     whether the answers are identical."""
     from seal.engine.inner import InnerLoop
     from seal.engine.lora import AdapterPack
-    from seal.engine.training import TrainJob, tokenize_update, train_pack
-    jobs = []
-    for t in trials:
-        ids, masks = tokenize_update(lm.tokenizer, t.update, cfg.max_seq_len)
-        jobs.append(TrainJob(ids, masks, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=t.seed))
+    from seal.engine.training import train_pack
+    jobs = _train_jobs(lm, trials, cfg)
     contexts = [t.context for t in trials]
     times: dict[str, list[float]] = {"hf": [], "seal": []}
     answers = {}

@@ -13,6 +13,7 @@ its keys and values, so only rows of one adapter share it). `decoder="hf"` keeps
 """
 from __future__ import annotations
 
+import functools
 from contextlib import nullcontext
 from typing import Callable, Sequence
 
@@ -110,11 +111,16 @@ def _answer_text(text: str, stop_at_newline: bool) -> str:
 MIN_SHARED_PREFIX = 4
 
 
+@functools.lru_cache(maxsize=None)
+def _cache_arg(forward_type) -> str:
+    import inspect
+    return "cache" if "cache" in inspect.signature(forward_type.forward).parameters else "past_key_values"
+
+
 def _cache_kw(model) -> str:
     """The forward argument that takes the key/value cache: `cache` from transformers 5.x, before that
     `past_key_values` (the GPU machine's transformers may be older)."""
-    import inspect
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return _cache_arg(type(model))           # read once per model class, not per batch
 
 
 def _new_cache(model):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,7 +153,10 @@ def train_pack(pack: AdapterPack, jobs: list[TrainJob], schedule: str = "linear"
     losses: list[list[float]] = [[] for _ in jobs]
     was_training = model.training
     model.train()
+    fused = packed and fused_head_ok(model)     # checked before the packed attention is set (it runs the model)
+    attention = packed_attention(model) if packed else nullcontext()
     try:
+        attention.__enter__()
         for t in range(max(totals, default=0)):
             active = [i for i in range(pack.n) if t < totals[i] and failed[i] is None]
             if not active:
@@ -168,7 +171,7 @@ def train_pack(pack: AdapterPack, jobs: list[TrainJob], schedule: str = "linear"
                                                                                               micro_batch_tokens)
             for micro in micros:
                 if packed:
-                    row_loss = _packed_row_losses(pack, collate_packed(micro, jobs, dev))
+                    row_loss = _packed_row_losses(pack, collate_packed(micro, jobs, dev), fused)
                 else:
                     row_loss = _padded_row_losses(pack, micro, jobs, pad_id, dev)
                 weights = torch.tensor([1.0 / max(1, n_targets[i]) for i, _ in micro], device=dev,
@@ -200,6 +203,7 @@ def train_pack(pack: AdapterPack, jobs: list[TrainJob], schedule: str = "linear"
             if progress is not None:
                 progress(t + 1, max(totals))
     finally:
+        attention.__exit__(None, None, None)
         opt.zero_grad()
         for p in params:
             p.requires_grad_(False)
@@ -218,16 +222,15 @@ def _padded_row_losses(pack, micro, jobs, pad_id, dev) -> torch.Tensor:
     return (tok_loss * labels_mask[:, 1:].to(tok_loss.dtype)).sum(1)
 
 
-def _packed_row_losses(pack, batch: Packed) -> torch.Tensor:
+def _packed_row_losses(pack, batch: Packed, fused: bool) -> torch.Tensor:
     """Summed target-token loss of each row of a packed micro-batch: one sequence through the backbone, then
     the head only at the target positions (fused and chunked where `fused_head_ok`, else transformers'
-    `logits_to_keep`)."""
+    `logits_to_keep`). The caller has set the packed attention."""
     model = pack.model
     lens = batch.cu[1:] - batch.cu[:-1]
     kw = dict(input_ids=batch.ids, position_ids=batch.positions, use_cache=False, cu_seq_lens_q=batch.cu,
               cu_seq_lens_k=batch.cu, max_length_q=int(lens.max()), max_length_k=int(lens.max()))
-    fused = fused_head_ok(model)
-    with packed_attention(model), pack.route_spans(batch.spans, batch.tokens):
+    with pack.route_spans(batch.spans, batch.tokens):     # the packed attention is set once, in train_pack
         if fused:
             hidden = model.base_model(**kw).last_hidden_state[0]
             ce = head_loss(model.get_output_embeddings(), hidden[batch.src], batch.labels)
