@@ -38,11 +38,19 @@ def _add_recipe_args(p: argparse.ArgumentParser, spec, recipe, defaults: dict) -
     p.set_defaults(_flags={f.key: f for f in [*spec.flags, *recipe.flags, *COMMON_FLAGS]})
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line on stderr, exit 2, as every other input error (the subcommands' parsers are of
+    this class too), instead of argparse's usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"seal: error: {message.replace(chr(10), ' ')} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .domains.registry import domains
     from .experiment.config import ConfigError, defaults_of
 
-    parser = argparse.ArgumentParser(prog="seal", description="Self-adapting language models (SEAL).")
+    parser = _Parser(prog="seal", description="Self-adapting language models (SEAL).")
     parser.add_argument("--version", action="version", version=f"seal {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     registry = domains()
@@ -101,15 +109,69 @@ def legacy_settings(command: str) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`seal ...`: exit 0 on success, 2 on a usage or input error (one line), 130 when interrupted, 1 on an
+    unexpected error: one line naming a log file that holds the traceback (never a traceback on the terminal)."""
     argv = sys.argv[1:] if argv is None else argv
+    where: dict = {}
+    try:
+        return _main(argv, where)
+    except KeyboardInterrupt:
+        print("seal: interrupted; every finished trial is stored, and the same command resumes", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence: a bug, not an input mistake
+        log = _write_crash_log(argv, where.get("out"))
+        first = (str(e).splitlines() or [""])[0][:300]
+        print(f"seal: internal error ({type(e).__name__}: {redact(first)}); the traceback is in {log}. Finished "
+              f"work is stored: the same command resumes.", file=sys.stderr)
+        return 1
+
+
+def redact(text: str) -> str:
+    """`text` with the value of every API-key variable the settings name (and the usual ones) replaced by ***."""
+    import os
+    names = {"OPENAI_API_KEY", *_KEY_ENVS}
+    for name in names:
+        value = os.environ.get(name, "")
+        if len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+_KEY_ENVS: set[str] = set()   # the key variables of the command being run (its config's *_key_env fields)
+
+
+def _write_crash_log(argv: list[str], out: str | None) -> str:
+    """The traceback of an unexpected error, in the run folder's logs/ when there is one, else in seal's cache."""
+    import datetime
+    import os
+    import traceback
+    from pathlib import Path
+    text = redact(f"seal {shlex.join(argv)}\n{datetime.datetime.now().isoformat()}\n\n{traceback.format_exc()}")
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    from .engine.models import cache_dir
+    for folder in ([Path(out) / "logs"] if out and Path(out).is_dir() else []) + [cache_dir() / "logs",
+                                                                                  Path("/tmp") / "seal-logs"]:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"error-{stamp}.log"
+            path.write_text(text)
+            return str(path)
+        except OSError:
+            continue
+    return "(no folder could be written: the traceback follows)\n" + text
+
+
+def _main(argv: list[str], where: dict) -> int:
     from .logging_setup import quiet_libraries
     quiet_libraries()
     a = build_parser().parse_args(argv)
     if a.command == "report":
         from .api import report_main
+        where["out"] = a.run_dir
         return report_main([a.run_dir])
     from .domains.knowledge.data import DataError
     from .domains.knowledge.graders import JudgeError
+    from .engine.generation import EndpointError
     from .engine.store import StoreError
     from .experiment.config import ConfigError, resolve
     from .experiment.run import RunError
@@ -120,14 +182,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = resolve(spec.recipe_config(recipe_name, extra), a.config, flags, a.set)
         cfg.legacy = legacy_settings
+        where["out"] = cfg.run.out
+        _KEY_ENVS.update(v for sec in cfg.sections.values() for k, v in vars(sec).items()
+                         if k.endswith("key_env") and isinstance(v, str))
         print(f"seal: {spec.name} {recipe_name} -> {cfg.run.out}", file=sys.stderr)
         payload = recipe.run(spec, cfg, command, lambda m: print(m, file=sys.stderr))
         if recipe.show:
             print(recipe.show(spec, payload))
         print(f"results: {cfg.run.out}/results.json")
         return 0
-    except (ConfigError, RunError, StoreError, DataError, JudgeError, ValueError, FileNotFoundError) as e:
-        print(f"seal: error: {e}", file=sys.stderr)
+    except (ConfigError, RunError, StoreError, DataError, JudgeError, EndpointError, ValueError,
+            FileNotFoundError) as e:
+        print(f"seal: error: {redact(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a read-only run folder, a file that vanished: the system's own words
+        print(f"seal: error: {redact(str(e))} (finished work is stored: free the space or fix the folder, then "
+              f"run the same command to resume)", file=sys.stderr)
         return 2
 
 

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import torch
 
 from .models import LoadedModel
+from .protocol import clean_text
 
 
 def render_prompt(lm: LoadedModel, user_text: str, assistant_prefix: str = "", system: str | None = None,
@@ -221,6 +222,11 @@ def _stop_ids(lm: LoadedModel) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+class EndpointError(RuntimeError):
+    """An OpenAI-compatible endpoint that still fails after its retries: a clear error for the user (the run's
+    finished work is stored, and the same command resumes once the endpoint answers)."""
+
+
 def generate_openai(base_url: str, model: str, prompts: Sequence[str], *, key_env: str = "OPENAI_API_KEY",
                     max_tokens: int = 1024, temperature: float = 1.0, top_p: float = 0.95, timeout: float = 300.0,
                     retries: int = 3, concurrency: int = 4) -> list[str]:
@@ -244,12 +250,14 @@ def generate_openai(base_url: str, model: str, prompts: Sequence[str], *, key_en
                     "model": model, "messages": [{"role": "user", "content": prompt}],
                     "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p})
                 r.raise_for_status()
-                return (r.json()["choices"][0]["message"]["content"] or "").strip()
+                # Untrusted text: a "\\ud800" escape in the JSON reply would stop the tokenizer and the store.
+                return clean_text(r.json()["choices"][0]["message"]["content"] or "").strip()
             except (httpx.HTTPError, KeyError, IndexError, ValueError) as e:
                 last = e
                 _time.sleep(min(8.0, 2.0 * (attempt + 1)) if attempt + 1 < retries else 0)
         msg = str(last).replace(key, "***") if key else str(last)
-        raise RuntimeError(f"generation endpoint {base_url} failed after {retries} attempts: {msg}")
+        raise EndpointError(f"generation endpoint {base_url} failed after {retries} attempts: {msg}; finished work "
+                            "is stored: run the same command to resume once it answers")
 
     with httpx.Client(timeout=timeout) as client, ThreadPoolExecutor(concurrency) as pool:
         return list(pool.map(lambda p: one(client, p), prompts))

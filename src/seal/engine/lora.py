@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -294,17 +295,29 @@ def merge_adapter_state(model: nn.Module, state: dict[str, torch.Tensor], scale:
 
 def save_peft_adapter(pack: AdapterPack, i: int, out_dir, base_name: str):
     """Adapter i in the layout PEFT's `PeftModel.from_pretrained` reads (adapter_config.json and
-    adapter_model.safetensors), so any PEFT user can load it onto the base model."""
+    adapter_model.safetensors), so any PEFT user can load it onto the base model. Written under a temporary
+    name and renamed: a folder of that name is always complete."""
     import json
+    import shutil
 
     from safetensors.torch import save_file
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from .faults import fault_point
+
+    final = Path(out_dir)
+    out_dir = final.with_name(final.name + ".tmp")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
     leaves = sorted({name.rsplit(".", 1)[-1] for name in pack.names})
     config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": pack.rank, "lora_alpha": pack.alpha,
               "lora_dropout": 0.0, "bias": "none", "target_modules": leaves, "base_model_name_or_path": base_name,
               "fan_in_fan_out": False, "inference_mode": True}
     state = {k: v.contiguous() for k, v in pack.adapter_state(i).items()}
     save_file(state, str(out_dir / "adapter_model.safetensors"))
+    fault_point("adapter.write")
     (out_dir / "adapter_config.json").write_text(json.dumps(config, indent=2))
-    return out_dir
+    if final.exists():
+        shutil.rmtree(final)
+    out_dir.rename(final)
+    return final

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from .faults import fault_point
+
 DEFAULT_MODEL = "smollm2-135m"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -119,15 +121,47 @@ def resolve_model_path(name: str | None) -> str:
     elif name.endswith(".gguf"):
         gguf = Path(name).expanduser().resolve()
         if not gguf.exists():
-            raise FileNotFoundError(f"GGUF file not found: {gguf}")
+            raise ModelError(f"GGUF file not found: {gguf}")
     else:
-        return name
+        return _folder_or_hub_id(name)
     target = cache_dir() / "models" / (gguf.stem + f"-{gguf.stat().st_size}")
     if not (target / "config.json").exists():
         import sys
         print(f"seal: converting {gguf.name} once into {target} (about 30 s)", file=sys.stderr)
         convert_gguf(gguf, target)
     return str(target)
+
+
+class ModelError(ValueError):
+    """A model name that names nothing loadable: no such folder, or no such hub model (cached, when offline)."""
+
+
+def _folder_or_hub_id(name: str) -> str:
+    """`name` itself when it is a model folder or could be a hub id; a clear error when it is neither. A hub id
+    is `repo` or `namespace/repo`; anything else (an absolute or relative path, `~`, more than one slash) can only
+    be a folder, so it must exist and hold a config.json."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model folder {path} holds no config.json (not a Hugging Face model folder)")
+        return str(path)
+    if path.exists():
+        raise ModelError(f"model {name}: a file, not a model folder (a .gguf file or a folder is expected)")
+    looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+    if looks_like_path:
+        raise ModelError(f"model folder {name} does not exist")
+    return name
+
+
+def check_model_name(name: str | None) -> None:
+    """The checks of a model name that need no model work (a .gguf file or a folder that must exist); run before
+    a run folder is opened, so a mistyped path fails at once."""
+    if name and name != DEFAULT_MODEL:
+        if name.endswith(".gguf"):
+            if not Path(name).expanduser().is_file():
+                raise ModelError(f"GGUF file not found: {Path(name).expanduser()}")
+        else:
+            _folder_or_hub_id(name)
 
 
 @dataclass
@@ -151,10 +185,18 @@ def load_model(name: str | None = None, device: str | None = None, dtype: str | 
     path = resolve_model_path(name)
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dt, trust_remote_code=trust_remote_code, use_safetensors=None
-    ).to(dev)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dt, trust_remote_code=trust_remote_code, use_safetensors=None
+        ).to(dev)
+    except OSError as e:
+        if Path(path).is_dir():
+            raise ModelError(f"model folder {path} cannot be loaded: {e}") from e
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        why = ("no Hugging Face model of that name is cached (the hub is offline: HF_HUB_OFFLINE)" if offline
+               else "the Hugging Face hub has no model of that name or cannot be reached")
+        raise ModelError(f"model {name}: no such folder, and {why} ({str(e).splitlines()[0]})") from e
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -173,7 +215,9 @@ def save_model(lm: LoadedModel, out_dir: Path) -> Path:
         shutil.rmtree(tmp)
     lm.model.save_pretrained(tmp, safe_serialization=True)
     lm.tokenizer.save_pretrained(tmp)
+    fault_point("checkpoint.write")
     if out_dir.exists():
         shutil.rmtree(out_dir)
+        fault_point("checkpoint.swap")
     tmp.rename(out_dir)
     return out_dir

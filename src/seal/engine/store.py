@@ -9,12 +9,16 @@ transaction, before anything else reads it; `open_readonly` migrates a copy, so 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from .faults import fault_point
 
 SCHEMA_VERSION = 2
 
@@ -65,17 +69,56 @@ def _migrate_1_to_2(db: sqlite3.Connection) -> None:
 MIGRATIONS = {1: _migrate_1_to_2}
 
 
+def _readonly_uri(path: Path) -> str:
+    """The URI that opens `path` for reading only. A WAL store needs its -shm file, which a folder on read-only
+    media cannot hold; nothing can be writing there, so the file is opened as immutable instead."""
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    return uri if os.access(path.parent, os.W_OK) else uri + "&immutable=1"
+
+
+def _why(path: Path, e: sqlite3.Error) -> str:
+    """What a store error means for the user, in one line."""
+    text = str(e)
+    if "readonly" in text or "read-only" in text or not os.access(path.parent, os.W_OK):
+        return f"{path}: cannot write the run store: the folder is read-only ({text})"
+    if "full" in text:
+        return (f"{path}: cannot write the run store: the disk is full ({text}); finished work is kept: free some "
+                f"space and run the same command to resume")
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return f"{path}: the run store is damaged ({text}); it was left as it is: move it aside or use another --out"
+    return f"{path}: the run store cannot be used ({text})"
+
+
 class RunStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        existed = self.path.exists() and self.path.stat().st_size > 0
         try:
+            if existed:
+                # A truncated or damaged file is refused before anything is written to it (it stays as it was).
+                ro = sqlite3.connect(_readonly_uri(self.path), uri=True, timeout=30)
+                check = ro.execute("PRAGMA quick_check").fetchone()
+                ro.close()
+                if check is None or check[0] != "ok":
+                    raise StoreError(f"{self.path}: the run store is damaged (integrity check: {check and check[0]});"
+                                     f" it was left as it is: move it aside or use another --out")
             self.db = sqlite3.connect(self.path, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self._upgrade()
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.path}: not a readable run store ({e}); move it aside or use another --out") from e
+            raise StoreError(_why(self.path, e)) from e
+
+    @contextmanager
+    def _tx(self):
+        """One transaction; a failed write (a full disk, a read-only folder) becomes one StoreError, and the
+        transaction is rolled back, so the store keeps everything committed before it."""
+        try:
+            with self.db:
+                yield
+        except sqlite3.DatabaseError as e:
+            raise StoreError(_why(self.path, e)) from e
 
     def _upgrade(self) -> None:
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -87,7 +130,7 @@ class RunStore:
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: written by a newer seal (store schema {version}; this seal reads up to "
                              f"{SCHEMA_VERSION}); upgrade seal to use it")
-        with self.db:
+        with self._tx():
             if not fresh:
                 for v in range(version, SCHEMA_VERSION):
                     MIGRATIONS[v](self.db)
@@ -104,7 +147,7 @@ class RunStore:
         if not path.is_file():
             raise StoreError(f"{path}: no run store")
         try:
-            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+            db = sqlite3.connect(_readonly_uri(path), uri=True, timeout=30)
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             db.close()
         except sqlite3.DatabaseError as e:
@@ -112,10 +155,10 @@ class RunStore:
         if row and json.loads(row[0]) == SCHEMA_VERSION:
             store = cls.__new__(cls)
             store.path, store.migrated_from = path, None
-            store.db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+            store.db = sqlite3.connect(_readonly_uri(path), uri=True, timeout=30)
             return store
         tmp = Path(tempfile.mkdtemp(prefix="seal-store-")) / "store.sqlite"
-        src = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        src = sqlite3.connect(_readonly_uri(path), uri=True, timeout=30)
         dst = sqlite3.connect(tmp)
         src.backup(dst)   # a consistent copy, WAL included
         src.close()
@@ -136,7 +179,7 @@ class RunStore:
         return json.loads(row[0]) if row else None
 
     def set_meta(self, key: str, value: Any) -> None:
-        with self.db:
+        with self._tx():
             self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def all_meta(self) -> dict[str, Any]:
@@ -144,7 +187,7 @@ class RunStore:
 
     # --- contexts (what a report shows of each: title, questions, gold answers)
     def add_contexts(self, items: list[tuple[str, str, list[str], list[str]]]) -> None:
-        with self.db:
+        with self._tx():
             self.db.executemany("INSERT OR IGNORE INTO contexts VALUES (?, ?, ?, ?)",
                                 [(c, t, json.dumps(q), json.dumps(g)) for c, t, q, g in items])
 
@@ -166,9 +209,10 @@ class RunStore:
     def add_self_edits(self, round_: int, source: str, items: list[tuple[str, int, str | None, str]]) -> None:
         """items: (context_id, sample, prompt, text); stored in one transaction."""
         now = time.time()
-        with self.db:
+        with self._tx():
             self.db.executemany("INSERT OR IGNORE INTO self_edits VALUES (?, ?, ?, ?, ?, ?, ?)",
                                 [(round_, source, c, s, p, t, now) for c, s, p, t in items])
+            fault_point("store.self_edits")
 
     # --- base evaluations
     def base_evals(self, model: str) -> dict[str, dict]:
@@ -180,9 +224,10 @@ class RunStore:
 
     def add_base_evals(self, model: str, items: list[tuple[str, list[str], list[float], float]]) -> None:
         now = time.time()
-        with self.db:
+        with self._tx():
             self.db.executemany("INSERT OR IGNORE INTO base_evals VALUES (?, ?, ?, ?, ?, ?)",
                                 [(model, c, json.dumps(a), json.dumps(g), acc, now) for c, a, g, acc in items])
+            fault_point("store.base")
 
     # --- trials
     def done_trials(self, round_: int | None = None) -> set[tuple]:
@@ -203,14 +248,15 @@ class RunStore:
                       seconds=seconds, finished=time.time(), pairs=[list(p) for p in pairs] if pairs else None)
         for k in _JSON_COLUMNS:
             values[k] = json.dumps(values[k]) if values[k] is not None else None
-        with self.db:
+        with self._tx():
             self.db.execute(f"INSERT INTO trials ({', '.join(TRIAL_COLUMNS)}) VALUES "
                             f"({', '.join('?' * len(TRIAL_COLUMNS))})", [values[k] for k in TRIAL_COLUMNS])
+            fault_point("store.trial")
 
     def drop_trials(self, condition_prefix: str) -> None:
         """Forget the trials and self-edits of a unit of work that must be redone whole (an interrupted
         sequential stream), named by the prefix of its conditions."""
-        with self.db:
+        with self._tx():
             self.db.execute("DELETE FROM trials WHERE condition LIKE ? || '%'", (condition_prefix,))
 
     def trials(self, round_: int | None = None, condition: str | None = None) -> list[dict]:

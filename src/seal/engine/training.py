@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .config import FinetuneConfig
+from .faults import fault_point
 from .lora import AdapterPack, save_peft_adapter
 from .models import LoadedModel, save_model
 from .packed import Packed, collate_packed, fused_head_ok, head_loss, pack_rows, packed_attention
@@ -188,7 +189,9 @@ def train_pack(pack: AdapterPack, jobs: list[TrainJob], schedule: str = "linear"
                 if loss.requires_grad:
                     loss.backward()
             act = torch.zeros(pack.n, dtype=torch.bool)
-            lrs = torch.zeros(pack.n)
+            # float64: an absurd learning rate (1e39) is held as it is and becomes inf in the adapters' dtype in the
+            # step, so that adapter's weights go non-finite and it fails alone (a float32 tensor refuses the value).
+            lrs = torch.zeros(pack.n, dtype=torch.float64)
             for i in active:
                 if failed[i] is None:
                     act[i] = True
@@ -380,6 +383,7 @@ def finetune_and_merge(lm: LoadedModel, pairs: list[tuple[str, str]], cfg: Finet
         if out_dir is not None:
             save_peft_adapter(pack, 0, Path(out_dir) / "adapter", base_name=lm.name)
         pack.merge(0)
+    fault_point("merge")
     if out_dir is not None:
         save_model(lm, Path(out_dir) / "merged")
     return SFTResult(steps=outcome.steps, final_loss=outcome.final_loss, losses=outcome.losses or [],

@@ -163,6 +163,9 @@ def train_round(run, models: Models, r: int, contexts, log=print) -> None:
     rel = Path("checkpoints") / f"round-{r}"
     res = finetune_and_merge(models.teacher, pairs, cfg.finetune, seed=seed_of(cfg.run.seed, cfg.seeds.finetune,
                                                                                  round=r), out_dir=run.out / rel)
+    # The next round's adapter is trained on this round's model: its PEFT config names this checkpoint as its base
+    # (what a resumed run, which loads the model from there, writes too).
+    models.teacher.name = str(run.out / rel / "merged")
     run.store.set_meta(f"sft:{r}", {"steps": res.steps, "final_loss": res.final_loss, "losses": res.losses,
                                     "examples": res.examples, "seconds": round(res.seconds, 1)})
     run.add_timing(f"sft:{r}", res.seconds)

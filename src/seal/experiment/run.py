@@ -15,7 +15,9 @@ from typing import Any, Sequence
 
 from ..engine.protocol import Trial, TrialResult
 from ..engine.metrics import MetricsSink
+from ..engine.faults import fault_point
 from ..engine.protocol import Evaluation
+from ..engine.models import check_model_name
 from ..engine.store import RunStore
 from .config import Config
 
@@ -40,6 +42,9 @@ class Run:
         self.cfg = cfg
         self.kind = kind
         self.out = Path(cfg.run.out)
+        check_model_name(cfg.model.name)
+        if "outer" in cfg.sections and cfg.outer.student:
+            check_model_name(cfg.outer.student)
         self.store = RunStore(self.out / "store.sqlite")
         settings = json.loads(json.dumps(cfg.settings()))
         old = self.store.get_meta("settings")
@@ -153,4 +158,5 @@ class Run:
 def write_json(path: Path, payload: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2))
+    fault_point("results.write")
     tmp.replace(path)

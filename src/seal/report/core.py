@@ -23,9 +23,10 @@ from typing import Any, Callable
 from matplotlib.figure import Figure  # no pyplot: no global state, PNGs are drawn by the Agg canvas
 
 from ..engine.stats import mean_ci95
+from ..engine.faults import fault_point
 from ..engine.store import RunStore, StoreError
 from ..experiment.evaluate import condition_name
-from ..experiment.results import best_of_k, per_context, self_edit_rewards
+from ..experiment.results import best_of_k, per_context, self_edit_rewards, unscored_contexts
 
 DASH = "—"
 
@@ -88,7 +89,9 @@ def load_run(run_dir: str | Path, sections: dict | None = None) -> Run:
             run = _read(store.db, path)
         finally:
             store.close()
-    except (sqlite3.DatabaseError, StoreError) as e:
+    except StoreError as e:
+        raise ReportError(str(e)) from e       # it names the store already
+    except sqlite3.DatabaseError as e:
         raise ReportError(f"{db_path}: cannot read the run store ({e})") from e
     if section_of(run.kind, sections) is None:
         raise ReportError(f"{db_path}: unknown run kind {run.kind!r} (known: {', '.join(sections or SECTIONS)})")
@@ -172,7 +175,9 @@ class Doc:
     def figure(self, fig: Figure, name: str, caption: str) -> None:
         self.figure_dir.mkdir(parents=True, exist_ok=True)
         path = self.figure_dir / f"{name}.png"
-        fig.savefig(path, format="png", dpi=110, bbox_inches="tight")
+        tmp = path.with_name(path.name + ".tmp")
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        tmp.replace(path)
         self.figures.append(path)
         self.blocks.append(("figure", path, caption))
 
@@ -255,12 +260,13 @@ _per_context = per_context
 
 
 _ORDER: list[str] = []   # the run's own context order (meta contexts:eval), set when a report is written
+_UNSCORED: set[str] = set()   # contexts with no solution to score (experiment.results.unscored_contexts), likewise
 
 
 def _macro(per_ctx: dict[str, float]) -> tuple[float, list[float]]:
     """Macro mean over contexts with a bootstrap 95% CI, contexts in the run's own order: the same numbers
     results.json gives (experiment.results.summarize)."""
-    ids = [c for c in _ORDER if c in per_ctx] + sorted(set(per_ctx) - set(_ORDER))
+    ids = [c for c in _ORDER if c in per_ctx and c not in _UNSCORED] + sorted(set(per_ctx) - set(_ORDER) - _UNSCORED)
     return mean_ci95([per_ctx[c] for c in ids])
 
 
@@ -610,7 +616,7 @@ def _examples(doc: Doc, run: Run, contexts: dict, n: int = 3) -> None:
         answers = (t or {}).get("answers") or []
         base_answers = base.get(cid) or []
         rows = [[q, g, base_answers[i] if i < len(base_answers) else DASH, answers[i] if i < len(answers) else DASH]
-                for i, (q, g) in enumerate(zip(view["questions"], view["gold"]))]
+                for i, (q, g) in enumerate(zip(view["questions"], [DASH if g is None else g for g in view["gold"]]))]
         doc.table(["question", "gold", "base", adapted], rows)
 
 
@@ -646,6 +652,8 @@ def write_report(run_dir: str | Path, sections: dict | None = None) -> dict:
     without them only the sections every domain's eval and train runs share are known)."""
     run = load_run(run_dir, sections)
     _ORDER[:] = run.meta.get("contexts:eval") if isinstance(run.meta.get("contexts:eval"), list) else []
+    _UNSCORED.clear()
+    _UNSCORED.update(unscored_contexts(run.contexts))
     doc = Doc(run.path / "report")
     doc.heading(f"seal report: {run.path.name}", 1)
     doc.text(f"Run kind: {run.kind}. Folder: {run.path}.")
@@ -657,6 +665,7 @@ def write_report(run_dir: str | Path, sections: dict | None = None) -> dict:
     for key, text in (("markdown", doc.markdown()), ("html", doc.html(f"seal report: {run.path.name}"))):
         tmp = paths[key].with_suffix(paths[key].suffix + ".tmp")
         tmp.write_text(text, encoding="utf-8")
+        fault_point("report.write")
         tmp.replace(paths[key])  # a reader never sees half a report
     return {**paths, "figures": doc.figures}
 
@@ -669,6 +678,9 @@ def main(argv: list[str] | None = None, sections: dict | None = None) -> int:
         paths = write_report(a.run_dir, sections)
     except ReportError as e:
         print(f"seal: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk or a read-only run folder
+        print(f"seal: error: cannot write the report: {e}", file=sys.stderr)
         return 2
     print(f"report: {paths['markdown']}\nreport: {paths['html']}")
     return 0

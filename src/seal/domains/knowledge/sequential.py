@@ -19,6 +19,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
+from ...engine.faults import fault_point
 from ...engine.protocol import Trial
 from ...engine.seeds import seed_of
 from ...experiment.run import Run
@@ -108,6 +109,7 @@ def run_sequential(spec, cfg, command: str = "", log=print) -> dict:
                 if scored:
                     _, i, per, fr, res = max(scored, key=lambda x: (x[0], -x[1]))
                     merge_adapter_state(lm.model, res.adapter, scale)
+                    fault_point("sequential.merge")
                     matrix.append([per[c.id] for c in ctxs[:step + 1]])
                 else:  # every candidate was invalid: nothing is merged, the model is unchanged
                     i, fr = None, None
