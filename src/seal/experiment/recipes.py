@@ -114,6 +114,8 @@ def run_eval(spec: DomainSpec, cfg: Config, command: str = "", log=print) -> dic
     if not contexts:
         raise ValueError(f"{spec.name}: no eval contexts selected")
     conditions = parse_conditions(probe, cfg.eval.conditions, contexts, cfg.generation.endpoint_url)
+    log(f"{len(contexts)} eval context(s){_all_note(cfg)}, conditions {', '.join(c.name for c in conditions)}, "
+        f"{cfg.eval.k} self-edit(s) each x {cfg.eval.repeats} seed(s)")
     with Run(cfg, f"{spec.name}-eval", command) as run:
         run.store.set_meta("contexts:eval", [c.id for c in contexts])
         loaded = load(spec, cfg, cfg.model.name, checked)
@@ -122,6 +124,11 @@ def run_eval(spec: DomainSpec, cfg: Config, command: str = "", log=print) -> dic
                  "round-0", load_model=lambda path: load(spec, cfg, path, checked), log=log)
         results = eval_results(run.store, [c.name for c in conditions], probe.no_update, "round-0")
         return run.write_results(conditions=results, labels=spec.labels)
+
+
+def _all_note(cfg: Config) -> str:
+    """What a count of 0 means, said once at the start (domain.n = 0 selects every context)."""
+    return " (domain.n = 0: all of them)" if getattr(cfg.domain, "n", None) == 0 else ""
 
 
 def run_train(spec: DomainSpec, cfg: Config, command: str = "", log=print) -> dict:

@@ -19,6 +19,12 @@ def per_context(rows: list[dict]) -> dict[str, float]:
     return {c: sum(v) / len(v) for c, v in by.items()}
 
 
+def unscored_contexts(contexts: dict[str, dict]) -> set[str]:
+    """Contexts with no score: a gold answer of None (an ARC task shipped without its solution). Their trials keep
+    their answers (predictions), and every accuracy leaves them out."""
+    return {c for c, v in contexts.items() if any(g is None for g in v.get("gold") or [])}
+
+
 def context_order(store, split: str = "eval") -> list[str]:
     """The contexts of a split in the order the run chose them (older stores: sorted ids)."""
     order = store.get_meta(f"contexts:{split}")
@@ -28,14 +34,17 @@ def context_order(store, split: str = "eval") -> list[str]:
     return sorted(ids)
 
 
-def summarize(rows: list[dict], order: list[str], n_questions: dict[str, int], seconds: float | None = None) -> dict:
+def summarize(rows: list[dict], order: list[str], n_questions: dict[str, int], seconds: float | None = None,
+              unscored: set[str] = frozenset()) -> dict:
     """One condition: accuracy, interval and counts from its trial rows (dicts with context_id, accuracy, status,
-    and optionally answers and sequences)."""
+    and optionally answers and sequences). Contexts in `unscored` count only in `n_unscored`; with no scored
+    context, accuracy and interval are None."""
     scores = per_context(rows)
-    ids = [c for c in order if c in scores] + sorted(set(scores) - set(order))
-    acc, ci = mean_ci95([scores[c] for c in ids])
+    ids = [c for c in order if c in scores and c not in unscored] + sorted(set(scores) - set(order) - unscored)
+    acc, ci = mean_ci95([scores[c] for c in ids]) if ids else (None, [None, None])
     answers = [a for r in rows for a in (r.get("answers") or [])]
     out = {"accuracy": acc, "ci95": ci, "n_contexts": len(ids), "n_questions": sum(n_questions.get(c, 0) for c in ids),
+           "n_unscored": len(set(scores) & unscored),
            "n_trials": len(rows), "n_failed": sum(r["status"] == "failed" for r in rows),
            "n_invalid": sum(r["status"] == "invalid" for r in rows),
            "contexts_solved": len({r["context_id"] for r in rows if (r["accuracy"] or 0) >= 1.0}),
@@ -74,31 +83,32 @@ def eval_results(store, names: list[str], no_update: str, model_key: str, round_
     order = context_order(store) if order is None else order
     nq = n_questions_of(store) if nq is None else nq
     timings = store.get_meta("timings") or {}
+    skip = unscored_contexts(store.contexts())
     out = {}
     for name in names:
         if name == no_update:
-            out[name] = summarize(base_rows(store, model_key), order, nq, timings.get(f"base:{model_key}"))
+            out[name] = summarize(base_rows(store, model_key), order, nq, timings.get(f"base:{model_key}"), skip)
             continue
         cond = (stored_as or {}).get(name, name)
         rows = store.trials(round_, cond)
         seconds = sum(r["seconds"] or 0.0 for r in rows) + timings.get(f"generate:{cond}:{round_}", 0.0)
-        out[name] = summarize(rows, order, nq, seconds)
+        out[name] = summarize(rows, order, nq, seconds, skip)
     return out
 
 
 def train_results(store, names: list[str], no_update: str, rounds: int, first_eval: str, eval_condition: str,
                   round_models: dict[str, str]) -> dict[str, Any]:
     """A ReST-EM run: the round-0 conditions, each later round's evaluation, and per-round training numbers."""
-    order, nq = context_order(store), n_questions_of(store)
+    order, nq, skip = context_order(store), n_questions_of(store), unscored_contexts(store.contexts())
     conditions = eval_results(store, names, no_update, round_models.get("0", "round-0"), 0,
                               {"self-edit": first_eval}, order, nq)
     for r in range(1, rounds + 1):
         rows = store.trials(r, eval_condition.format(round=r))
         if rows:
-            conditions[f"seal-round-{r}"] = summarize(rows, order, nq)
+            conditions[f"seal-round-{r}"] = summarize(rows, order, nq, unscored=skip)
         base = base_rows(store, round_models.get(str(r), ""))
         if base and r > 0:
-            conditions[f"{no_update}-round-{r}"] = summarize(base, order, nq)
+            conditions[f"{no_update}-round-{r}"] = summarize(base, order, nq, unscored=skip)
     return {"conditions": conditions, "rounds": round_stats(store, rounds)}
 
 
@@ -158,11 +168,15 @@ def format_table(results: dict, labels: dict[str, str] | None = None, title: str
     for col in ("condition", "accuracy", "95% CI", "questions", "contexts", "trials", "time (s)"):
         table.add_column(col, justify="left" if col == "condition" else "right")
     for name, r in results.items():
-        table.add_row(display_name(name, labels), f"{100 * r['accuracy']:.1f}%",
-                      f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]", str(r["n_questions"]),
+        scored = r["accuracy"] is not None
+        table.add_row(display_name(name, labels), f"{100 * r['accuracy']:.1f}%" if scored else "-",
+                      f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]" if scored else "-", str(r["n_questions"]),
                       str(r["n_contexts"]), str(r.get("n_trials", "-")),
                       f"{r['seconds']:.0f}" if "seconds" in r else "-")
     console = Console(record=True, width=110)
     with console.capture() as cap:
         console.print(table)
-    return cap.get()
+    unscored = max((r.get("n_unscored", 0) for r in results.values()), default=0)
+    note = (f"{unscored} context(s) have no solution to score: their predictions are stored (store.sqlite, "
+            f"report.md), and no accuracy counts them\n") if unscored else ""
+    return cap.get() + note

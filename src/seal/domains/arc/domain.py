@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from ...engine.protocol import Constraint, ContextView, Evaluation, Update
+from ...engine.protocol import Constraint, ContextView, Evaluation, Update, clean_text
 from .augment import INFERENCE_VIEWS, Transform
 from .selfedit import MAX_STEPS, SelfEditConfig, parse_self_edit, self_edit_prompt
 from .serialize import Prompt, grid_to_text
@@ -108,17 +108,23 @@ class ArcDomain:
         import json
         from pathlib import Path
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except RecursionError:
+            raise ValueError(f"{path}: cannot read self-edits (JSON nested too deeply)") from None
         except (OSError, ValueError) as e:
             raise ValueError(f"{path}: cannot read self-edits ({e})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected an object mapping task ids to lists of self-edits")
         out = {}
         for t in contexts:
-            items = data.get(t.id, [])
+            if t.id not in data:  # else the task would silently get no self-edit (an invalid one, reward 0)
+                raise ValueError(f"{path}: no self-edits for task {t.id}; the file must hold the selected tasks, "
+                                 f"keyed by their ids (a task with several test inputs: <id>-0, <id>-1, ...)")
+            items = data[t.id]
             if not isinstance(items, list):
                 raise ValueError(f"{path}: {t.id}: expected a list of self-edits")
-            out[t.id] = [x if isinstance(x, str) else json.dumps(x) for x in items]
+            # Stored as text: a lone surrogate (a "\\ud800" escape) would stop the store, so it is replaced.
+            out[t.id] = [clean_text(x) if isinstance(x, str) else json.dumps(x) for x in items]
         return out
 
     def config_update(self, task: ArcTask, config: SelfEditConfig) -> Update:
@@ -144,22 +150,26 @@ class ArcDomain:
             attempts.append(vote(zip([q.view for q in qs], answers[i:i + len(qs)])))
             i += len(qs)
         expected = [t.output for t in task.test]
-        ok = task_solved(attempts, expected)
         # Stored per test input: its voted attempts as grid text, separated by a blank line (see `attempts_of`),
         # and its grade, the best attempt's share of correct cells (1.0 when that test output is solved).
         shown = ["\n\n".join(grid_to_text(g) for g in a) for a in attempts]
+        if any(e is None for e in expected):
+            # A task shipped without its solution (an ARC challenges file alone): its predictions are kept and it
+            # has no score: grades None, accuracy and reward 0, and results leave it out of every accuracy
+            # (`experiment.results.unscored_contexts`, from `describe`'s gold of None).
+            return Evaluation(answers=shown, grades=[None] * len(expected), accuracy=0.0)
         grades = [cell_share(a, e) for a, e in zip(attempts, expected)]
-        return Evaluation(answers=shown, grades=grades, accuracy=float(ok))
+        return Evaluation(answers=shown, grades=grades, accuracy=float(task_solved(attempts, expected)))
 
     # 6. what a report shows: one question per test input, its expected grid as the gold answer
     def describe(self, task: ArcTask) -> ContextView:
-        gold = [grid_to_text(t.output) if t.output is not None else "" for t in task.test]
+        gold = [grid_to_text(t.output) if t.output is not None else None for t in task.test]
         return ContextView(task.id, [f"test input {i + 1}" for i in range(len(task.test))], gold)
 
     # 5. reward: binary, as the paper (accuracy: 1 when the task is solved), or graded by cells
     def reward(self, evaluation: Evaluation, base: Evaluation | None = None) -> float:
         if self.reward_kind == "cells":
-            return sum(evaluation.grades) / max(1, len(evaluation.grades))
+            return sum(g or 0.0 for g in evaluation.grades) / max(1, len(evaluation.grades))
         return evaluation.accuracy
 
 

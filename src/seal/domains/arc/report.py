@@ -13,6 +13,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from ...engine.stats import mean_ci95
+from ...experiment.results import unscored_contexts
 from ...report.core import (DASH, Doc, Run, _bar_chart, _ci, _count, _num, _pct, setting)
 
 from .domain import attempts_of
@@ -70,7 +71,7 @@ def _solved(pair: dict) -> bool:
 
 
 def _arc(doc: Doc, run: Run) -> None:
-    """arc-eval and arc-train. Every number comes from the store's rows, not the final summary (meta "arc"),
+    """arc-eval and arc-train. Every number comes from the store's rows, not the final summary (results.json),
     so a run that is still going or was killed is reported alike."""
     rounds = (setting(run, "outer.rounds", "rounds", 1)) if run.kind == "arc-train" else 0
     conditions = _arc_conditions(run, rounds)
@@ -122,17 +123,23 @@ def _arc_results(doc: Doc, arc: _Arc) -> None:
              "parse or exceed the step budget, and count as unsolved.")
     n_tasks = len(arc.task_ids)
     rows, notes, bars = [], [], []
-    if not isinstance(arc.run.meta.get("arc"), dict):
+    if arc.run.results is None:
         notes.append("no final summary stored: the run is still going or was interrupted; the numbers cover the "
                      "pairs stored so far")
+    unscored = unscored_contexts(arc.run.contexts)
+    n_scored = len(set(arc.task_ids) - unscored)
+    if unscored:
+        notes.append(f"{len(unscored)} task(s) have no solution to score (predictions only, shown below); no rate "
+                     f"counts them")
     for c in arc.conditions:
-        rate, ci = mean_ci95([float(_solved(p)) for p in c.pairs])
+        scored = [p for p in c.pairs if p["context_id"] not in unscored]
+        rate, ci = mean_ci95([float(_solved(p)) for p in scored]) if scored else (None, [None, None])
         expected = n_tasks * c.per_task if arc.tasks else None
-        solved = len({p["context_id"] for p in c.pairs if _solved(p)})
+        solved = len({p["context_id"] for p in scored if _solved(p)})
         invalid = sum(p["status"] == "invalid" for p in c.pairs)
         failed = sum(p["status"] == "failed" for p in c.pairs)
         rows.append([c.name, _pct(rate), _ci(ci), _count(len(c.pairs), expected),
-                     f"{_pct(solved / n_tasks)} ({solved} of {n_tasks})" if n_tasks and c.pairs else DASH,
+                     f"{_pct(solved / n_scored)} ({solved} of {n_scored})" if n_scored and scored else DASH,
                      _pct(invalid / len(c.pairs)) if c.sampled and c.pairs else DASH])
         if not c.pairs:
             notes.append(f"{c.name}: no pairs yet")
@@ -140,7 +147,7 @@ def _arc_results(doc: Doc, arc: _Arc) -> None:
             notes.append(f"{c.name}: {len(c.pairs)} of {expected} pairs so far")
         if failed:
             notes.append(f"{c.name}: {failed} failed to train or answer (counted as unsolved)")
-        if c.pairs:
+        if scored:
             bars.append((c.name, rate, ci))
     doc.table(["condition", "success rate", "95% CI", "pairs", "tasks solved", "invalid self-edits"], rows)
     doc.bullets(notes)
@@ -223,9 +230,13 @@ def _arc_per_task(doc: Doc, arc: _Arc) -> None:
     doc.text("Single-pair conditions: solved or not; self-edit conditions: pairs that solved the task, of those "
              "stored. — : nothing stored yet.")
     rows = []
+    unscored = unscored_contexts(arc.run.contexts)
     for task_id in arc.task_ids:
         row = [task_id]
         for c in arc.conditions:
+            if task_id in unscored:
+                row.append("no solution" if c.by_task.get(task_id) else DASH)
+                continue
             pairs = c.by_task.get(task_id, [])
             solved = sum(map(_solved, pairs))
             row.append(DASH if not pairs else f"{solved} of {len(pairs)}" if c.sampled else

@@ -53,6 +53,11 @@ def check(cfg) -> dict:
         raise ValueError(f"{d.tasks}: no tasks")
     if cfg.recipe.endswith(" train"):
         tasks["train"] = load_tasks(d.train_tasks)
+        unsolved = [t.id for t in tasks["train"] if any(p.output is None for p in t.test)]
+        if unsolved:  # a training task's reward is its score: it needs its solutions
+            raise ValueError(f"{d.train_tasks}: {len(unsolved)} training task(s) have a test input without an "
+                             f"'output' (no solution to reward), e.g. {', '.join(unsolved[:3])}; give their "
+                             f"solutions (a solutions file beside a challenges file) or leave them out")
     return {"tasks": tasks}
 
 

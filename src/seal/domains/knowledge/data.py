@@ -50,6 +50,7 @@ def parse_records(records, source: str, require_completions: bool = False) -> li
     if not records:
         _fail(source, None, "(root)", "the file holds no records")
     out = []
+    seen: dict[tuple[str, str], int] = {}
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             _fail(source, i, "(record)", f"expected an object, got {type(rec).__name__}")
@@ -86,8 +87,34 @@ def parse_records(records, source: str, require_completions: bool = False) -> li
             _fail(source, i, "completions", "expected a list of strings")
         if require_completions and not any(c.strip() for c in completions):
             _fail(source, i, "completions", "no non-empty self-edit")
-        out.append(Passage(rec["title"].strip(), rec["context"].strip(), questions, list(completions)))
+        key = (rec["title"].strip(), rec["context"].strip())
+        if key in seen:  # the same passage id twice: the store would keep one and drop the other's trials
+            _fail(source, i, "context", f"the same title and passage as record {seen[key]}")
+        seen[key] = i
+        out.append(Passage(key[0], key[1], questions, list(completions)))
+    _warn_unanswerable(out, source)
     return out
+
+
+def _warn_unanswerable(passages: list[Passage], source: str, shown: int = 10) -> None:
+    """One warning per record whose gold answers do not appear in its passage (normalised as the `contains`
+    grader reads them): SQuAD's always do, a user's own data may not, and such a question can only be answered
+    from what the model already knows."""
+    import logging
+    from .graders import normalize_answer
+    bad = []
+    for i, p in enumerate(passages):
+        text = normalize_answer(p.context)
+        missing = [j for j, q in enumerate(p.questions) if normalize_answer(q.answer) not in text]
+        if missing:
+            bad.append((i, missing))
+    log = logging.getLogger("seal.data")
+    for i, missing in bad[:shown]:
+        log.warning(f"seal: warning: {source}: record {i}: the answer of question(s) "
+                    f"{', '.join(str(j) for j in missing)} does not appear in its passage")
+    if len(bad) > shown:
+        log.warning(f"seal: warning: {source}: {len(bad) - shown} more record(s) whose answers do not appear in "
+                    f"their passage")
 
 
 def load_passages(path: str | Path, require_completions: bool = False) -> list[Passage]:
@@ -100,6 +127,12 @@ def load_passages(path: str | Path, require_completions: bool = False) -> list[P
         raise DataError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e})") from None
+    except RecursionError:
+        raise DataError(f"{path}: not valid JSON (nested too deeply)") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise DataError(f"{path}: not valid JSON ({str(e).splitlines()[0]})") from None
+    except OSError as e:  # a folder, an unreadable file
+        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
     return parse_records(records, str(path), require_completions)
 
 

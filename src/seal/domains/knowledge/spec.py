@@ -38,6 +38,8 @@ class KnowledgeSection:
             raise ValueError(f"split must be lines, segments or none, got {self.split!r}")
         if self.n is not None and self.n < 0 or self.start < 0:
             raise ValueError("n and start must be >= 0")
+        if self.answer_tokens < 1:
+            raise ValueError(f"answer_tokens must be >= 1 (the answer length cap), got {self.answer_tokens}")
 
 
 def check(cfg) -> dict:
