@@ -8,6 +8,7 @@ context (`base_evaluations`) and never per trial.
 """
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Sequence
@@ -22,6 +23,33 @@ from .protocol import Evaluation, Trial, TrialResult, Update  # noqa: F401 (Tria
 from .generation import generate
 from .models import LoadedModel
 
+
+OVERRIDES = ("lr", "epochs", "batch_size")
+
+
+def override_problem(overrides: dict) -> str | None:
+    """Why an update's own hyperparameters cannot be trained with, or None. Domains bound them (the ARC schema);
+    this is the engine's own check, so that no update trains with a NaN, zero or negative learning rate, or with
+    zero epochs (which would score the untouched base as if it were the update)."""
+    for key, value in overrides.items():
+        if key not in OVERRIDES:
+            return f"unknown training override {key!r}; updates may set {', '.join(OVERRIDES)}"
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key == "lr":
+            ok = number and 0 < _as_float(value) < math.inf          # NaN fails both comparisons
+        else:
+            ok = number and (isinstance(value, int) or value.is_integer()) and value >= 1
+        if not ok:
+            return (f"invalid training override {key}: lr must be a finite number > 0, epochs and batch_size "
+                    "whole numbers >= 1")
+    return None
+
+
+def _as_float(value) -> float:
+    try:
+        return float(value)
+    except OverflowError:      # an int too large for a float
+        return math.inf
 
 
 class InnerLoop:
@@ -77,8 +105,9 @@ class InnerLoop:
         results: list[TrialResult] = []
         valid = []
         for t in trials:
-            if t.update.error:
-                r = TrialResult(t.key, None, 0.0, error=t.update.error)
+            problem = t.update.error or override_problem(t.update.overrides)
+            if problem:
+                r = TrialResult(t.key, None, 0.0, error=problem)
                 results.append(r)
                 if on_result:
                     on_result(r)

@@ -22,8 +22,18 @@ their first line), `answer_tokens` and `answer_batch` (answer generation budget)
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """Untrusted text (a self-edit read from a file or an endpoint) as valid Unicode: a lone surrogate, which
+    JSON's "\\ud800" escape or a binary file yields, becomes U+FFFD. No tokenizer and no SQLite database takes
+    a lone surrogate (they need UTF-8), so one such character would stop a whole run."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 @dataclass

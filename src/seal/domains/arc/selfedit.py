@@ -5,9 +5,10 @@
      "training": {"strategy": "train_using_output_tokens", "learning_rate": 0.0001, "num_train_epochs": 2}}
 
 Self-edits are untrusted model output. They are parsed as JSON and validated against a strict schema (no
-unknown keys, no type coercion: the string "false" is not a boolean, "2" is not a number; bounded values),
-and never evaluated as code. A self-edit that fails, or whose training would exceed the step budget, is a
-result with an `error` and earns reward 0 (the original trained such edits for 0 epochs, to the same end).
+unknown keys, no duplicated keys, no type coercion: the string "false" is not a boolean, "2" is not a number;
+bounded values), and never evaluated as code. A self-edit that fails, is over `MAX_CHARS` long, or whose
+training would exceed the step budget, is a result with an `error` and earns reward 0 (the original trained
+such edits for 0 epochs, to the same end).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ MIN_LR, MAX_LR = 1e-6, 1e-2
 MAX_EPOCHS = 10
 MAX_STEPS = 375  # the paper discards self-edits that need more optimizer steps than this
 BATCH_SIZE = 2   # the paper's TTT batch size, which turns examples into steps
+MAX_CHARS = 20_000  # a self-edit is a ~400-character object; prose around it may add some, not megabytes
 
 
 class _Strict(BaseModel):
@@ -100,6 +102,16 @@ def extract_json(text: str) -> str | None:
     return None
 
 
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose keys are all different: with a key given twice, parsers disagree on which value
+    counts (Python's takes the last), so the self-edit is ambiguous and rejected. The key, untrusted text,
+    stays out of the message."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("a key appears twice in one object")
+    return out
+
+
 def training_steps(n_examples: int, epochs: int, batch_size: int = BATCH_SIZE) -> int:
     """Optimizer steps for `epochs` passes over `n_examples` (the last batch of an epoch may be short)."""
     return epochs * math.ceil(n_examples / batch_size)
@@ -121,11 +133,13 @@ def parse_self_edit(text: str, n_examples_fn: Callable[[SelfEditConfig], int], m
     `n_examples_fn` gives the number of TTT examples a config would produce (it is only called on a valid
     config); with the config's epochs and `batch_size` that gives the cost, which must be at most `max_steps`.
     """
+    if len(text) > MAX_CHARS:
+        return SelfEditResult(None, f"self-edit too long: {len(text):,} characters, at most {MAX_CHARS:,}")
     block = extract_json(text)
     if block is None:
         return SelfEditResult(None, "no JSON object in the self-edit")
     try:
-        data = json.loads(block)
+        data = json.loads(block, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as e:
         return SelfEditResult(None, f"invalid JSON: {str(e)[:80]}")
     config = validate_config(data)

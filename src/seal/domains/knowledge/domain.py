@@ -3,13 +3,20 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from ...engine.protocol import ContextView, Evaluation, Update
+from ...engine.protocol import ContextView, Evaluation, Update, clean_text
 from .data import DataError, Passage, builtin_passages, load_passages
 from .graders import GradeItem, MetricGrader
 from .prompts import PromptFamily, get_family, question_text
 from .sequences import SequenceOptions, build_sequences
 
 REWARDS = ("accuracy", "gain")
+
+# Bounds on one self-edit, which is untrusted text. The largest in the paper's files has 11,002 characters and
+# 77 lines, and a generation budget of a few hundred tokens writes far less; a longer one (a runaway or hostile
+# text) is rejected with reward 0 rather than trained for hours. Each sequence is also cut at
+# `inner.max_seq_len` tokens when it is tokenized.
+MAX_SELF_EDIT_CHARS = 100_000
+MAX_SELF_EDIT_SEQUENCES = 256   # training sequences from the self-edit, the passage not counted
 
 
 def _plain(user_text: str, prefix: str = "") -> str:
@@ -58,9 +65,16 @@ class KnowledgeDomain:
 
     # 3. self-edit -> update
     def parse_self_edit(self, p: Passage, text: str | None) -> Update:
-        if text is None or not text.strip():
+        if text is None:
             return Update(error="empty self-edit")
-        seqs = build_sequences(text, p.title, p.context, self.seq, self.family.name)
+        if len(text) > MAX_SELF_EDIT_CHARS:   # checked first: nothing is copied or split
+            return Update(error=f"self-edit too long: {len(text):,} characters, at most {MAX_SELF_EDIT_CHARS:,}")
+        if not text.strip():
+            return Update(error="empty self-edit")
+        seqs = build_sequences(clean_text(text), p.title, p.context, self.seq, self.family.name)
+        own = len(seqs) - (1 if self.seq.append_passage else 0)
+        if own > MAX_SELF_EDIT_SEQUENCES:
+            return Update(error=f"self-edit too long: {own:,} training sequences, at most {MAX_SELF_EDIT_SEQUENCES}")
         if not seqs:
             return Update(error="self-edit gave no training sequences")
         return Update(texts=seqs)
@@ -85,7 +99,7 @@ class KnowledgeDomain:
             if rec is None:
                 raise DataError(f"{path}: no record for passage '{p.title}' ({p.context[:60]}...); "
                                 "the file must hold the selected passages")
-            out[p.id] = [c for c in rec.completions if c.strip()]
+            out[p.id] = [clean_text(c) for c in rec.completions if c.strip()]
         return out
 
     # 4. evaluation

@@ -14,6 +14,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from ...engine.protocol import clean_text
+
 
 def normalize_answer(s: str) -> str:
     """SQuAD v1.1 normalisation: lower case, drop punctuation and articles, collapse whitespace."""
@@ -88,19 +90,45 @@ JUDGE_SYSTEM = (
     "content. Reply with one word: yes or no.")
 
 
+# Answers longer than this are wrong without asking: the answers graded are a few dozen tokens, so only a
+# runaway or hostile text is this long, and it would bury the prompt (or overflow a small judge's context).
+MAX_JUDGED_CHARS = 1000
+
+# Characters json.dumps leaves as they are but that still break or mark up a prompt: the Unicode line
+# separators (which `str.splitlines` and many readers treat as a new line) and the angle brackets of chat
+# special tokens such as <|im_end|> (which a chat template's tokenizer would read as the end of the turn).
+_UNSAFE = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029", "<": "\\u003c", ">": "\\u003e"}
+_UNSAFE_RE = re.compile("|".join(map(re.escape, _UNSAFE)))
+
+
+def quote(text: str) -> str:
+    """`text` as one JSON string on one line, with nothing in it that a tokenizer or reader could take for a
+    new line or a special token; `json.loads` gives `text` back (a lone surrogate, which no tokenizer takes,
+    as U+FFFD)."""
+    return _UNSAFE_RE.sub(lambda m: _UNSAFE[m.group()], json.dumps(clean_text(text), ensure_ascii=False))
+
+
+def judgeable(item: GradeItem) -> bool:
+    """Whether the judge is asked at all: an empty or over-long answer is wrong without asking."""
+    return bool(item.prediction.strip()) and len(item.prediction) <= MAX_JUDGED_CHARS
+
+
 def judge_messages(item: GradeItem) -> list[dict]:
-    # json.dumps quotes and escapes the texts, so an answer cannot close its field and speak as the prompt.
-    user = (f"question: {json.dumps(item.question, ensure_ascii=False)}\n"
-            f"gold_answer: {json.dumps(item.gold, ensure_ascii=False)}\n"
-            f"student_answer: {json.dumps(item.prediction, ensure_ascii=False)}\n"
+    # The texts are quoted (see `quote`), so an answer cannot close its field, start a line of the prompt or end
+    # the chat turn, and speak as the prompt.
+    user = (f"question: {quote(item.question)}\n"
+            f"gold_answer: {quote(item.gold)}\n"
+            f"student_answer: {quote(item.prediction)}\n"
             "Is the student answer correct? Reply yes or no.")
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
 
 
 def parse_verdict(reply: str) -> bool:
-    """Correct only if the reply says yes and does not say no (whole words, case-insensitive)."""
+    """Correct only if the reply's first word is yes and no word of it is no (case-insensitive): "yes." and
+    "Yes" are credited, "The answer is yes", "yes, no doubt" and "yesterday" are not."""
     text = reply.lower()
-    return re.search(r"\byes\b", text) is not None and re.search(r"\bno\b", text) is None
+    first = re.match(r"\W*(\w+)", text)
+    return first is not None and first.group(1) == "yes" and re.search(r"\bno\b", text) is None
 
 
 class OpenAIJudge:
@@ -160,8 +188,8 @@ class OpenAIJudge:
     def grade(self, items):
         import httpx
         from concurrent.futures import ThreadPoolExecutor
-        todo = [i for i, it in enumerate(items) if it.prediction.strip()]
-        out = [0.0] * len(items)  # an empty answer is wrong without asking
+        todo = [i for i, it in enumerate(items) if judgeable(it)]
+        out = [0.0] * len(items)  # an empty or over-long answer is wrong without asking
         with httpx.Client(timeout=self.timeout) as client, ThreadPoolExecutor(self.concurrency) as pool:
             replies = list(pool.map(lambda i: self._ask(client, judge_messages(items[i])), todo))
         for i, reply in zip(todo, replies):
@@ -186,13 +214,16 @@ class LocalJudge:
         pass
 
     def grade(self, items):
-        from ...generation import generate
+        from ...engine.generation import generate
         tok = self.lm.tokenizer
-        prompts = [tok.apply_chat_template(judge_messages(it), tokenize=False, add_generation_prompt=True)
-                   if self.lm.has_chat_template else "\n".join(m["content"] for m in judge_messages(it)) + "\n"
-                   for it in items]
-        replies = generate(self.lm, prompts, max_new_tokens=3)
-        return [float(parse_verdict(r)) if it.prediction.strip() else 0.0 for r, it in zip(replies, items)]
+        todo = [i for i, it in enumerate(items) if judgeable(it)]
+        prompts = [tok.apply_chat_template(judge_messages(items[i]), tokenize=False, add_generation_prompt=True)
+                   if self.lm.has_chat_template else "\n".join(m["content"] for m in judge_messages(items[i])) + "\n"
+                   for i in todo]
+        out = [0.0] * len(items)  # an empty or over-long answer is wrong without asking
+        for i, reply in zip(todo, generate(self.lm, prompts, max_new_tokens=3) if prompts else []):
+            out[i] = float(parse_verdict(reply))
+        return out
 
 
 def make_grader(name: str, lm=None, judge_url=None, judge_model=None, judge_key_env="OPENAI_API_KEY"):
