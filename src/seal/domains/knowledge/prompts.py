@@ -53,20 +53,34 @@ def load_template(path: str | Path) -> PromptFamily:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"prompt template not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+    except OSError as e:  # a folder, an unreadable file
+        raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
     label = ""
     lines = text.rstrip("\n").split("\n")
     if lines and lines[-1].startswith("### label:"):
         label = lines.pop()[len("### label:"):].strip().replace("\\n", "\n")
         text = "\n".join(lines) + "\n"
-    names = {f[1] for f in string.Formatter().parse(text) if f[1] is not None}
+    try:
+        names = {f[1] for f in string.Formatter().parse(text) if f[1] is not None}
+    except ValueError as e:  # a lone { or }
+        raise ValueError(f"{path}: not a valid template ({e}; write {{{{ and }}}} for literal braces)") from None
     unknown = names - {"title", "context"}
     if unknown:
         raise ValueError(f"{path}: unknown placeholder(s) {sorted(unknown)}; use {{title}} and {{context}} "
                          "(write {{ and }} for literal braces)")
     if "context" not in names:
         raise ValueError(f"{path}: the template must contain {{context}}")
-    return PromptFamily(path.stem, text, label)
+    family = PromptFamily(path.stem, text, label)
+    try:  # a format spec or conversion ({context:d}, {title!x}, {context:{x}}) fails only when filled in
+        family.user_text("title", "context")
+    except (ValueError, KeyError, IndexError, AttributeError) as e:
+        raise ValueError(f"{path}: the template cannot be filled in ({type(e).__name__}: {e}); use plain "
+                         "{title} and {context}") from None
+    return family
 
 
 def get_family(name: str) -> PromptFamily:
