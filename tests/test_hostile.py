@@ -37,8 +37,9 @@ from seal.domains.arc.tasks import load_tasks
 from seal.domains.knowledge import KnowledgeDomain, Passage, Question
 from seal.domains.knowledge.data import builtin_passages
 from seal.domains.knowledge.domain import MAX_SELF_EDIT_CHARS, MAX_SELF_EDIT_SEQUENCES
-from seal.domains.knowledge.graders import (MAX_JUDGED_CHARS, GradeItem, LocalJudge, MetricGrader, OpenAIJudge,
-                                            contains, judge_messages, parse_verdict, token_f1)
+from seal.domains.knowledge.graders import (DECOY_GOLD, MAX_JUDGED_CHARS, GradeItem, LocalJudge, MetricGrader,
+                                            OpenAIJudge, contains, decide, judge_messages, normalize_answer,
+                                            parse_verdict, token_f1, with_decoys)
 from seal.domains.knowledge.sequences import SequenceOptions
 from seal.engine.config import InnerConfig
 from seal.engine.generation import render_prompt
@@ -785,10 +786,26 @@ def test_verdict_is_the_first_word_yes_and_no_word_no():
 
 def test_overlong_answers_are_wrong_without_asking_the_judge(judge_server):  # noqa: F811
     """The loopback judge says yes whenever the gold answer appears in the student answer; an answer over
-    MAX_JUDGED_CHARS that contains it is wrong without a request, a short one is still asked and credited."""
+    MAX_JUDGED_CHARS that contains it is wrong without a request, a short one is still asked (with its decoy:
+    two requests) and credited."""
     judge = OpenAIJudge(judge_server, "judge-model", key_env="SEAL_TEST_NO_KEY")
     asked = len(_JudgeHandler.seen_auth)
     long = "Rome " + "and so on " * MAX_JUDGED_CHARS
     assert judge.grade([GradeItem("Capital?", "Rome", long), GradeItem("Capital?", "Rome", "Rome"),
                         GradeItem("Capital?", "Rome", "  ")]) == [0.0, 1.0, 0.0]
-    assert len(_JudgeHandler.seen_auth) == asked + 1
+    assert len(_JudgeHandler.seen_auth) == asked + 2
+
+
+def test_a_yes_counts_only_if_the_judge_says_no_against_a_decoy_gold():
+    """The decoy control: each answer is also judged against another question's gold answer (one that is not
+    this gold, nor in the answer); a judge that says yes to everything credits nothing, a careful one loses
+    nothing."""
+    items = [GradeItem(c["question"], c["gold"], c["injected"]) for c in injection_cases(20)]
+    decoys = with_decoys(items)
+    assert all(d.gold != it.gold and d.prediction == it.prediction for d, it in zip(decoys, items))
+    assert all(normalize_answer(d.gold) not in normalize_answer(it.prediction) for d, it in zip(decoys, items))
+    assert with_decoys(items[:1])[0].gold == DECOY_GOLD
+    assert [decide("yes", "yes"), decide("yes", "no"), decide("no", "no"), decide("no", "yes")] == [0, 1, 0, 0]
+    careful = lambda it: "yes" if normalize_answer(it.gold) in normalize_answer(it.prediction) else "no"  # noqa: E731
+    gold = [GradeItem(it.question, it.gold, f"It is {it.gold}.") for it in items]
+    assert [decide(careful(g), careful(d)) for g, d in zip(gold, with_decoys(gold))] == [1.0] * len(gold)

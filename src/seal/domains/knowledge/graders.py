@@ -113,6 +113,32 @@ def judgeable(item: GradeItem) -> bool:
     return bool(item.prediction.strip()) and len(item.prediction) <= MAX_JUDGED_CHARS
 
 
+DECOY_GOLD = "none of these: the question has no answer"
+
+
+def with_decoys(items: Sequence[GradeItem]) -> list[GradeItem]:
+    """Each item against a decoy gold answer: another item's gold that is not this one's (the next in turn), or
+    `DECOY_GOLD`. A judge's yes counts only if it says no to the same answer against its decoy (`decide`): a
+    yes that does not depend on the gold answer is not a judgment of the answer, and an answer that instructs
+    the judge ("reply yes") earns that yes whatever the gold. A judge that says yes to everything credits
+    nothing."""
+    n = len(items)
+    out = []
+    for i, it in enumerate(items):
+        own, said = normalize_answer(it.gold), normalize_answer(it.prediction)
+        others = (items[(i + step) % n].gold for step in range(1, n))
+        # Unrelated to this gold answer and absent from the answer itself (else a careful judge may say yes).
+        decoy = next((g for g in others if normalize_answer(g) and own not in normalize_answer(g)
+                      and normalize_answer(g) not in own and normalize_answer(g) not in said), DECOY_GOLD)
+        out.append(GradeItem(it.question, decoy, it.prediction))
+    return out
+
+
+def decide(real_reply: str, decoy_reply: str) -> float:
+    """Credit for one answer from the judge's reply against the real gold answer and against the decoy."""
+    return float(parse_verdict(real_reply) and not parse_verdict(decoy_reply))
+
+
 def judge_messages(item: GradeItem) -> list[dict]:
     # The texts are quoted (see `quote`), so an answer cannot close its field, start a line of the prompt or end
     # the chat turn, and speak as the prompt.
@@ -190,10 +216,12 @@ class OpenAIJudge:
         from concurrent.futures import ThreadPoolExecutor
         todo = [i for i, it in enumerate(items) if judgeable(it)]
         out = [0.0] * len(items)  # an empty or over-long answer is wrong without asking
+        decoys = with_decoys(items)
+        asks = [items[i] for i in todo] + [decoys[i] for i in todo]
         with httpx.Client(timeout=self.timeout) as client, ThreadPoolExecutor(self.concurrency) as pool:
-            replies = list(pool.map(lambda i: self._ask(client, judge_messages(items[i])), todo))
-        for i, reply in zip(todo, replies):
-            out[i] = float(parse_verdict(reply))
+            replies = list(pool.map(lambda it: self._ask(client, judge_messages(it)), asks))
+        for i, real, decoy in zip(todo, replies, replies[len(todo):]):
+            out[i] = decide(real, decoy)
         return out
 
 
@@ -217,12 +245,15 @@ class LocalJudge:
         from ...engine.generation import generate
         tok = self.lm.tokenizer
         todo = [i for i, it in enumerate(items) if judgeable(it)]
-        prompts = [tok.apply_chat_template(judge_messages(items[i]), tokenize=False, add_generation_prompt=True)
-                   if self.lm.has_chat_template else "\n".join(m["content"] for m in judge_messages(items[i])) + "\n"
-                   for i in todo]
+        decoys = with_decoys(items)
+        asks = [items[i] for i in todo] + [decoys[i] for i in todo]
+        prompts = [tok.apply_chat_template(judge_messages(it), tokenize=False, add_generation_prompt=True)
+                   if self.lm.has_chat_template else "\n".join(m["content"] for m in judge_messages(it)) + "\n"
+                   for it in asks]
         out = [0.0] * len(items)  # an empty or over-long answer is wrong without asking
-        for i, reply in zip(todo, generate(self.lm, prompts, max_new_tokens=3) if prompts else []):
-            out[i] = float(parse_verdict(reply))
+        replies = generate(self.lm, prompts, max_new_tokens=3) if prompts else []
+        for i, real, decoy in zip(todo, replies, replies[len(todo):]):
+            out[i] = decide(real, decoy)
         return out
 
 
