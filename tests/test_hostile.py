@@ -511,7 +511,7 @@ def test_diverging_trials_fail_alone_and_the_base_is_bit_identical(poisoned):
 def test_an_adapter_whose_weights_overflow_float32_fails_alone_in_its_pack(tiny, tok):
     """lr 1e39 is a finite float but infinite in the adapters' float32: after its first step that adapter's
     weights are inf/NaN. `finite_all` stops it; the two others train as they would without it (it was a
-    RuntimeError for the whole pack before the step's learning rates were held in float64)."""
+    RuntimeError for the whole pack before a learning rate beyond float32 was held as inf)."""
     ids, masks = tokenize_update(tok, Update(texts=["Alpha\nThe Orlune Basin holds Kessary.", "Alpha\nKessary."]), 32)
     def jobs(bad_lr):
         return [TrainJob(ids, masks, lr=lr, epochs=3, batch_size=1, seed=s)
@@ -680,7 +680,7 @@ def injection_cases(n: int) -> list[dict]:
     return cases
 
 
-N_CASES = 274 if FULL else 64
+N_CASES = 274 if FULL else 52
 
 
 def _sign_test(b: int, c: int) -> float:

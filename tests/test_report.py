@@ -348,8 +348,8 @@ def _arc_run(out: Path, kind: str, finished: bool) -> RunStore:
             _arc_trial(store, (1, "seal-round-1", ARC_TASKS[task].id, 0, 0), "ok", False, None, _attempts(task, False))
             _arc_trial(store, (1, "seal-round-1", ARC_TASKS[task].id, 1, 0), "ok", task == 2, _config("basic"),
                        _attempts(task, task == 2))
-    if finished:
-        store.set_meta("arc", {"in-context": {"success_rate": 1 / 3}})  # its presence marks a finished run
+    if finished:   # a finished run has written results.json (the report's numbers still come from the store)
+        (out / "results.json").write_text(json.dumps({"conditions": {"in-context": {"accuracy": 1 / 3}}}))
     return store
 
 

@@ -67,7 +67,7 @@ def test_a_newer_or_damaged_store_is_refused_by_name(tmp_path):
         RunStore(path)
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match="junk.sqlite: not a readable run store"):
+    with pytest.raises(StoreError, match="junk.sqlite: the run store is damaged"):
         RunStore(junk)
 
 

@@ -25,6 +25,8 @@ from .models import LoadedModel, save_model
 from .packed import Packed, collate_packed, fused_head_ok, head_loss, pack_rows, packed_attention
 from .protocol import Update
 
+_FLOAT32_MAX = torch.finfo(torch.float32).max
+
 
 class StackedAdamW:
     """AdamW over stacked adapter parameters with a per-adapter step count, learning rate, gradient clip and
@@ -189,13 +191,14 @@ def train_pack(pack: AdapterPack, jobs: list[TrainJob], schedule: str = "linear"
                 if loss.requires_grad:
                     loss.backward()
             act = torch.zeros(pack.n, dtype=torch.bool)
-            # float64: an absurd learning rate (1e39) is held as it is and becomes inf in the adapters' dtype in the
-            # step, so that adapter's weights go non-finite and it fails alone (a float32 tensor refuses the value).
-            lrs = torch.zeros(pack.n, dtype=torch.float64)
+            lrs = torch.zeros(pack.n)
             for i in active:
                 if failed[i] is None:
                     act[i] = True
-                    lrs[i] = lr_at(t, totals[i], jobs[i].lr, schedule, warmup_steps)
+                    # An absurd learning rate (1e39) is beyond float32, which refuses it: it is held as inf, so
+                    # that adapter's weights go non-finite in the step and it fails alone, not the whole pack.
+                    lr = lr_at(t, totals[i], jobs[i].lr, schedule, warmup_steps)
+                    lrs[i] = lr if abs(lr) <= _FLOAT32_MAX else math.copysign(math.inf, lr)
                     last_loss[i] = step_loss[i]
                     losses[i].append(step_loss[i])
             opt.step(lrs, act, max_grad_norm)
