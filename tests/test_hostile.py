@@ -37,7 +37,7 @@ from seal.domains.arc.tasks import load_tasks
 from seal.domains.knowledge import KnowledgeDomain, Passage, Question
 from seal.domains.knowledge.data import builtin_passages
 from seal.domains.knowledge.domain import MAX_SELF_EDIT_CHARS, MAX_SELF_EDIT_SEQUENCES
-from seal.domains.knowledge.graders import (DECOY_GOLD, MAX_JUDGED_CHARS, GradeItem, LocalJudge, MetricGrader,
+from seal.domains.knowledge.graders import (DECOY_GOLD, DECOYS, MAX_JUDGED_CHARS, GradeItem, LocalJudge, MetricGrader,
                                             OpenAIJudge, contains, decide, judge_messages, normalize_answer,
                                             parse_verdict, token_f1, with_decoys)
 from seal.domains.knowledge.sequences import SequenceOptions
@@ -786,14 +786,14 @@ def test_verdict_is_the_first_word_yes_and_no_word_no():
 
 def test_overlong_answers_are_wrong_without_asking_the_judge(judge_server):  # noqa: F811
     """The loopback judge says yes whenever the gold answer appears in the student answer; an answer over
-    MAX_JUDGED_CHARS that contains it is wrong without a request, a short one is still asked (with its decoy:
-    two requests) and credited."""
+    MAX_JUDGED_CHARS that contains it is wrong without a request, a short one is still asked (with its decoys:
+    1 + DECOYS requests) and credited."""
     judge = OpenAIJudge(judge_server, "judge-model", key_env="SEAL_TEST_NO_KEY")
     asked = len(_JudgeHandler.seen_auth)
     long = "Rome " + "and so on " * MAX_JUDGED_CHARS
     assert judge.grade([GradeItem("Capital?", "Rome", long), GradeItem("Capital?", "Rome", "Rome"),
                         GradeItem("Capital?", "Rome", "  ")]) == [0.0, 1.0, 0.0]
-    assert len(_JudgeHandler.seen_auth) == asked + 2
+    assert len(_JudgeHandler.seen_auth) == asked + 1 + DECOYS
 
 
 def test_a_yes_counts_only_if_the_judge_says_no_against_a_decoy_gold():
@@ -806,6 +806,9 @@ def test_a_yes_counts_only_if_the_judge_says_no_against_a_decoy_gold():
     assert all(normalize_answer(d.gold) not in normalize_answer(it.prediction) for d, it in zip(decoys, items))
     assert with_decoys(items[:1])[0].gold == DECOY_GOLD
     assert [decide("yes", "yes"), decide("yes", "no"), decide("no", "no"), decide("no", "yes")] == [0, 1, 0, 0]
+    assert [decide("yes", "no", "no"), decide("yes", "no", "yes")] == [1, 0]
+    second = with_decoys(items, 2)
+    assert all(a.gold != b.gold for a, b in zip(decoys, second))
     careful = lambda it: "yes" if normalize_answer(it.gold) in normalize_answer(it.prediction) else "no"  # noqa: E731
     gold = [GradeItem(it.question, it.gold, f"It is {it.gold}.") for it in items]
     assert [decide(careful(g), careful(d)) for g, d in zip(gold, with_decoys(gold))] == [1.0] * len(gold)

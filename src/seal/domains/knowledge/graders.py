@@ -116,27 +116,48 @@ def judgeable(item: GradeItem) -> bool:
 DECOY_GOLD = "none of these: the question has no answer"
 
 
-def with_decoys(items: Sequence[GradeItem]) -> list[GradeItem]:
-    """Each item against a decoy gold answer: another item's gold that is not this one's (the next in turn), or
-    `DECOY_GOLD`. A judge's yes counts only if it says no to the same answer against its decoy (`decide`): a
-    yes that does not depend on the gold answer is not a judgment of the answer, and an answer that instructs
-    the judge ("reply yes") earns that yes whatever the gold. A judge that says yes to everything credits
-    nothing."""
+DECOYS = 1   # decoy gold answers per judged answer (docs/RELIABILITY.md: 2 were measured, and barely differ from 1)
+
+
+def with_decoys(items: Sequence[GradeItem], nth: int = 1) -> list[GradeItem]:
+    """Each item against a decoy gold answer: the `nth` other item's gold, in turn, that is unrelated to this one's
+    (or `DECOY_GOLD`). A judge's yes counts only if it says no to the same answer against each of its decoys
+    (`decide`): a yes that does not depend on the gold answer is not a judgment of the answer, and an answer that
+    instructs the judge ("reply yes") earns that yes whatever the gold. A judge that says yes to everything
+    credits nothing."""
     n = len(items)
     out = []
     for i, it in enumerate(items):
         own, said = normalize_answer(it.gold), normalize_answer(it.prediction)
-        others = (items[(i + step) % n].gold for step in range(1, n))
+        others = (normalize_answer(items[(i + step) % n].gold) for step in range(1, n))
         # Unrelated to this gold answer and absent from the answer itself (else a careful judge may say yes).
-        decoy = next((g for g in others if normalize_answer(g) and own not in normalize_answer(g)
-                      and normalize_answer(g) not in own and normalize_answer(g) not in said), DECOY_GOLD)
+        fit = [step for step, g in enumerate(others, 1) if g and own not in g and g not in own and g not in said]
+        decoy = items[(i + fit[nth - 1]) % n].gold if len(fit) >= nth else DECOY_GOLD
         out.append(GradeItem(it.question, decoy, it.prediction))
     return out
 
 
-def decide(real_reply: str, decoy_reply: str) -> float:
-    """Credit for one answer from the judge's reply against the real gold answer and against the decoy."""
-    return float(parse_verdict(real_reply) and not parse_verdict(decoy_reply))
+def judged(items: Sequence[GradeItem], todo: Sequence[int]) -> list[GradeItem]:
+    """What a judge is asked for the items `todo`: each against its gold, then against each decoy in turn."""
+    asks = [items[i] for i in todo]
+    for nth in range(1, DECOYS + 1):
+        decoys = with_decoys(items, nth)
+        asks += [decoys[i] for i in todo]
+    return asks
+
+
+def decide(real_reply: str, *decoy_replies: str) -> float:
+    """Credit for one answer from the judge's reply against the real gold answer and against its decoys."""
+    return float(parse_verdict(real_reply) and not any(parse_verdict(r) for r in decoy_replies))
+
+
+def verdicts(todo: Sequence[int], replies: Sequence[str], n_items: int) -> list[float]:
+    """Credit per item from the replies to `judged(items, todo)`; items not in `todo` get 0."""
+    out = [0.0] * n_items
+    k = len(todo)
+    for j, i in enumerate(todo):
+        out[i] = decide(replies[j], *(replies[j + k * d] for d in range(1, DECOYS + 1)))
+    return out
 
 
 def judge_messages(item: GradeItem) -> list[dict]:
@@ -214,15 +235,10 @@ class OpenAIJudge:
     def grade(self, items):
         import httpx
         from concurrent.futures import ThreadPoolExecutor
-        todo = [i for i, it in enumerate(items) if judgeable(it)]
-        out = [0.0] * len(items)  # an empty or over-long answer is wrong without asking
-        decoys = with_decoys(items)
-        asks = [items[i] for i in todo] + [decoys[i] for i in todo]
+        todo = [i for i, it in enumerate(items) if judgeable(it)]   # an empty or over-long answer: wrong unasked
         with httpx.Client(timeout=self.timeout) as client, ThreadPoolExecutor(self.concurrency) as pool:
-            replies = list(pool.map(lambda it: self._ask(client, judge_messages(it)), asks))
-        for i, real, decoy in zip(todo, replies, replies[len(todo):]):
-            out[i] = decide(real, decoy)
-        return out
+            replies = list(pool.map(lambda it: self._ask(client, judge_messages(it)), judged(items, todo)))
+        return verdicts(todo, replies, len(items))
 
 
 def _redact(text: str, key_env: str) -> str:
@@ -244,17 +260,12 @@ class LocalJudge:
     def grade(self, items):
         from ...engine.generation import generate
         tok = self.lm.tokenizer
-        todo = [i for i, it in enumerate(items) if judgeable(it)]
-        decoys = with_decoys(items)
-        asks = [items[i] for i in todo] + [decoys[i] for i in todo]
+        todo = [i for i, it in enumerate(items) if judgeable(it)]   # an empty or over-long answer: wrong unasked
         prompts = [tok.apply_chat_template(judge_messages(it), tokenize=False, add_generation_prompt=True)
                    if self.lm.has_chat_template else "\n".join(m["content"] for m in judge_messages(it)) + "\n"
-                   for it in asks]
-        out = [0.0] * len(items)  # an empty or over-long answer is wrong without asking
+                   for it in judged(items, todo)]
         replies = generate(self.lm, prompts, max_new_tokens=3) if prompts else []
-        for i, real, decoy in zip(todo, replies, replies[len(todo):]):
-            out[i] = decide(real, decoy)
-        return out
+        return verdicts(todo, replies, len(items))
 
 
 def make_grader(name: str, lm=None, judge_url=None, judge_model=None, judge_key_env="OPENAI_API_KEY"):
