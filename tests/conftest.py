@@ -1,4 +1,8 @@
+import json
 import os
+import threading
+from contextlib import contextmanager
+from http.server import HTTPServer
 from pathlib import Path
 
 import pytest
@@ -46,3 +50,24 @@ def tiny_dir(tmp_path_factory, smol):
 
 def state_hash(model) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def send_json(handler, status: int, obj) -> None:
+    """Answer the request `handler` holds with `obj` as JSON (the tests' loopback servers)."""
+    out = json.dumps(obj).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(out)))
+    handler.end_headers()
+    handler.wfile.write(out)
+
+
+@contextmanager
+def loopback_server(handler_cls):
+    """`handler_cls` served on 127.0.0.1 in a thread; yields the server's /v1 base URL."""
+    server = HTTPServer(("127.0.0.1", 0), handler_cls)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()

@@ -5,13 +5,12 @@ import os
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
-from http.server import HTTPServer
 
 import pytest
 
 from .test_graders import _JudgeHandler
+from .conftest import loopback_server
 
 
 def _cmd(tiny_dir, out, *extra):
@@ -124,10 +123,8 @@ def test_empty_self_edits_are_recorded_with_reward_zero(tiny_dir, tmp_path):
 
 @pytest.fixture
 def judge_url():
-    server = HTTPServer(("127.0.0.1", 0), _JudgeHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with loopback_server(_JudgeHandler) as url:
+        yield url
 
 
 def test_judge_run_keeps_the_key_out_of_every_file(tiny_dir, tmp_path, judge_url):

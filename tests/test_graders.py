@@ -1,13 +1,13 @@
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from seal.domains.knowledge.graders import (GradeItem, JudgeError, MetricGrader, OpenAIJudge, contains, exact_match,
                                             judge_messages, normalize_answer, parse_verdict, token_f1)
+from .conftest import loopback_server, send_json
 
 
 def test_normalisation_and_metrics_on_hand_written_cases():
@@ -64,12 +64,7 @@ class _JudgeHandler(BaseHTTPRequestHandler):
             if name in ("question", "gold_answer", "student_answer"):
                 fields[name] = json.loads(value)
         verdict = "yes" if fields["gold_answer"].lower() in fields["student_answer"].lower() else "no"
-        out = json.dumps({"choices": [{"message": {"role": "assistant", "content": verdict}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
+        send_json(self, 200, {"choices": [{"message": {"role": "assistant", "content": verdict}}]})
 
     def log_message(self, *args):
         pass
@@ -77,11 +72,8 @@ class _JudgeHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def judge_server():
-    server = HTTPServer(("127.0.0.1", 0), _JudgeHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with loopback_server(_JudgeHandler) as url:
+        yield url
 
 
 def test_openai_judge_over_http(judge_server, monkeypatch):

@@ -10,12 +10,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from .conftest import loopback_server, send_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,8 @@ def _in_process(capsys, *args):
     """`seal ARGS` run in this process (seal.cli.main): its exit code and stderr."""
     from seal.cli import main
     code = main([str(a) for a in args])
-    return subprocess.CompletedProcess(args, code, "", capsys.readouterr().err)
+    cap = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, cap.out, cap.err)
 
 
 def test_a_missing_model_folder_is_named_not_a_hub_traceback(tmp_path, capsys):
@@ -298,16 +299,10 @@ class _EchoingEndpoint(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         auth = self.headers.get("Authorization", "")
         if body.get("model") == "leaky":
-            out = json.dumps({"error": {"message": f"bad key {auth}"}}).encode()
-            self.send_response(500)
+            send_json(self, 500, {"error": {"message": f"bad key {auth}"}})
         else:
             text = "yes" if body["messages"][0]["role"] == "system" else "1. A fact.\n2. Another fact."
-            out = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
-            self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
+            send_json(self, 200, {"choices": [{"message": {"role": "assistant", "content": text}}]})
 
     def log_message(self, *args):
         pass
@@ -315,10 +310,8 @@ class _EchoingEndpoint(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def endpoint():
-    server = HTTPServer(("127.0.0.1", 0), _EchoingEndpoint)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with loopback_server(_EchoingEndpoint) as url:
+        yield url
 
 
 def _no_canary(out: Path, *texts: str) -> None:
@@ -329,21 +322,23 @@ def _no_canary(out: Path, *texts: str) -> None:
             assert CANARY.encode() not in p.read_bytes(), p
 
 
-def test_an_api_key_never_reaches_a_file_a_log_a_report_or_an_error(tiny_dir, tmp_path, endpoint):
+def test_an_api_key_never_reaches_a_file_a_log_a_report_or_an_error(tiny_dir, tmp_path, endpoint, capsys,
+                                                                    monkeypatch):
     env = {"SEAL_CANARY_KEY": CANARY}
     keyed = ["--judge-key-env", "SEAL_CANARY_KEY", "--gen-key-env", "SEAL_CANARY_KEY", "--gen-url", endpoint]
     runs = [("knowledge", "eval", "--n", "2", "--conditions", "base,endpoint:writer", "--grader", "judge",
              "--judge-url", endpoint, "--judge-model", "j", "--epochs", "1"),
             ("knowledge", "cpt", "--n", "2", "--conditions", "base,endpoint:writer", "--epochs", "1"),
             ("arc", "eval", "--tasks", "builtin:tiny:1:0", "--conditions", "in-context,endpoint:writer",
-             "--epochs", "1")]
+             "--epochs", "1", "--max-examples", "4")]
+    monkeypatch.setenv("SEAL_CANARY_KEY", CANARY)     # for the reports, run in this process
     for i, args in enumerate(runs):
         out = tmp_path / f"run{i}"
         flags = keyed if args[0] == "knowledge" and args[1] == "eval" else keyed[2:]
         r = _seal(*args, *flags, *_tiny(tiny_dir, out), env=env)
         assert r.returncode == 0, (args, r.stderr[-3000:])
-        rep = _seal("report", out, env=env)
-        assert rep.returncode == 0
+        rep = _in_process(capsys, "report", out)
+        assert rep.returncode == 0, rep.stderr
         _no_canary(out, r.stdout, r.stderr, rep.stdout, rep.stderr)
     # A hostile endpoint that echoes the key in its error, and an unexpected error while the key is set.
     out = tmp_path / "leak"
