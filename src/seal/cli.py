@@ -169,12 +169,9 @@ def _main(argv: list[str], where: dict) -> int:
         from .api import report_main
         where["out"] = a.run_dir
         return report_main([a.run_dir])
-    from .domains.knowledge.data import DataError
     from .domains.knowledge.graders import JudgeError
     from .engine.generation import EndpointError
-    from .engine.store import StoreError
-    from .experiment.config import ConfigError, resolve
-    from .experiment.run import RunError
+    from .experiment.config import resolve
 
     a, spec, recipe_name, extra, flags = _parse(argv, a)
     recipe = spec.recipes[recipe_name]
@@ -191,8 +188,9 @@ def _main(argv: list[str], where: dict) -> int:
             print(recipe.show(spec, payload))
         print(f"results: {cfg.run.out}/results.json")
         return 0
-    except (ConfigError, RunError, StoreError, DataError, JudgeError, EndpointError, ValueError,
-            FileNotFoundError) as e:
+    # Every input error is a ValueError (ConfigError, RunError, StoreError, DataError, ModelError, ...); an
+    # unusable judge or endpoint is a RuntimeError of its own; a named file that is missing is an input error too.
+    except (ValueError, JudgeError, EndpointError, FileNotFoundError) as e:
         print(f"seal: error: {redact(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a read-only run folder, a file that vanished: the system's own words
