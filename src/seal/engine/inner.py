@@ -102,26 +102,32 @@ class InnerLoop:
             on_result: Callable[[TrialResult], None] | None = None, keep_adapters: bool = False) -> list[TrialResult]:
         """Run every trial. `bases` maps a context id to its base Evaluation, for rewards that compare with
         the base model (optional)."""
-        results: list[TrialResult] = []
-        valid = []
-        for t in trials:
-            problem = t.update.error or override_problem(t.update.overrides)
-            if problem:
-                r = TrialResult(t.key, None, 0.0, error=problem)
-                results.append(r)
-                if on_result:
-                    on_result(r)
-            else:
-                valid.append(t)
-        size = self.cfg.adapters_per_pack
-        with tqdm(total=len(valid), desc="trials", unit="trial", disable=not self.show_progress) as bar:
-            for start in range(0, len(valid), size):
-                for r in self._run_pack(valid[start:start + size], bases or {}, keep_adapters):
+        results, packs = self.packs(trials)
+        if on_result:
+            for r in results:
+                on_result(r)
+        with tqdm(total=sum(map(len, packs)), desc="trials", unit="trial", disable=not self.show_progress) as bar:
+            for pack in packs:
+                for r in self.run_pack(pack, bases or {}, keep_adapters):
                     results.append(r)
                     if on_result:
                         on_result(r)
                     bar.update(1)
         return results
+
+    def packs(self, trials: Sequence[Trial]) -> tuple[list[TrialResult], list[list[Trial]]]:
+        """The results of trials that cannot train (an invalid update or override), and the others in packs of
+        `adapters_per_pack`, in order. Every executor forms packs with this one function, so what runs together
+        never depends on where it runs."""
+        invalid, valid = [], []
+        for t in trials:
+            problem = t.update.error or override_problem(t.update.overrides)
+            if problem:
+                invalid.append(TrialResult(t.key, None, 0.0, error=problem))
+            else:
+                valid.append(t)
+        size = self.cfg.adapters_per_pack
+        return invalid, [valid[i:i + size] for i in range(0, len(valid), size)]
 
     def _compile(self) -> None:
         """torch.compile every decoder layer in place, once per model (`inner.compile`). The compiled layers
@@ -137,7 +143,7 @@ class InnerLoop:
             layer.compile(dynamic=True)
         model._seal_compiled = True
 
-    def _run_pack(self, trials: list[Trial], bases: dict, keep_adapters: bool) -> list[TrialResult]:
+    def run_pack(self, trials: list[Trial], bases: dict, keep_adapters: bool = False) -> list[TrialResult]:
         cfg, tok = self.cfg, self.lm.tokenizer
         if cfg.compile:
             self._compile()

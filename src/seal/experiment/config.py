@@ -136,9 +136,37 @@ class SeedSection:
     finetune: list[str] = field(default_factory=lambda: ["sft", "{round}"])
 
 
+@dataclass
+class ExecutorSection:
+    """Where the trials run: in this process (local), or on the actors of a Ray cluster, each holding a replica of
+    the model that is updated. Only speed depends on it: the driver forms and seeds the packs and alone writes the
+    store, so the stored results are the same with any executor and any number of workers."""
+    kind: str = speed_only("local")                 # local, or ray
+    ray_address: Optional[str] = speed_only(None)   # auto, host:port, ray://host:port; None: RAY_ADDRESS or a new
+    #                                                 cluster on this machine
+    workers: int = speed_only(1)                    # Ray actors, each with its own model replica
+    cpus_per_worker: float = speed_only(1.0)
+    gpus_per_worker: float = speed_only(0.0)
+    threads: Optional[int] = speed_only(None)       # torch threads per worker; None: its CPUs (at least 1)
+    retries: int = speed_only(3)                    # attempts per pack before the run stops (a worker that dies)
+
+    def __post_init__(self):
+        if self.kind not in ("local", "ray"):
+            raise ValueError(f"kind must be local or ray, got {self.kind!r}")
+        if self.workers < 1 or self.retries < 1 or (self.threads is not None and self.threads < 1):
+            raise ValueError("workers, retries and threads must be >= 1")
+        if not (self.cpus_per_worker > 0 and self.gpus_per_worker >= 0):
+            raise ValueError("cpus_per_worker must be > 0 and gpus_per_worker >= 0")
+        if self.kind == "ray":
+            import importlib.util
+            if importlib.util.find_spec("ray") is None:
+                raise ValueError("executor ray needs Ray, which is not installed: pip install 'seal-lm[ray]'")
+
+
 SECTION_TYPES: dict[str, type] = {"run": RunSection, "model": ModelSection, "inner": InnerSection,
                                   "generation": GenerationSection, "eval": EvalSection, "outer": OuterSection,
-                                  "finetune": FinetuneConfig, "seeds": SeedSection}
+                                  "finetune": FinetuneConfig, "seeds": SeedSection,
+                                  "executor": ExecutorSection}
 
 
 # --------------------------------------------------------------------------------------------- flags
@@ -189,6 +217,14 @@ COMMON_FLAGS = [
     Flag("schedule", "inner.schedule", "learning-rate schedule", choices=("linear", "cosine", "constant")),
     Flag("adapters-per-pack", "inner.adapters_per_pack", "adapters trained together in one pass (1: one at a time)",
          int),
+    Flag("executor", "executor.kind", "where trials run: this process, or the actors of a Ray cluster",
+         choices=("local", "ray")),
+    Flag("ray-address", "executor.ray_address", "the Ray cluster: auto (the one running here), host:port or "
+         "ray://host:port (default: $RAY_ADDRESS, else a new cluster on this machine)"),
+    Flag("workers", "executor.workers", "Ray actors, each holding a replica of the model", int),
+    Flag("worker-cpus", "executor.cpus_per_worker", "CPUs per Ray worker", float),
+    Flag("worker-gpus", "executor.gpus_per_worker", "GPUs per Ray worker (e.g. 1, or 0.5 for two per GPU)", float),
+    Flag("threads", "executor.threads", "torch threads per Ray worker (default: its CPUs)", int),
 ]
 
 FINETUNE_FLAGS = [Flag(f"sft-{name.replace('_', '-')}", f"finetune.{name}", f"generator finetune {name}", typ)
@@ -281,7 +317,10 @@ class Config:
 
     def settings(self) -> dict:
         """What decides results: a rerun in the same folder must match it to resume."""
-        return {"recipe": self.recipe, **{name: _results_part(sec) for name, sec in self.sections.items()}}
+        parts = {name: _results_part(sec) for name, sec in self.sections.items()}
+        # A section of speed settings alone (the executor) decides nothing: left out, so that folders written
+        # before it existed resume.
+        return {"recipe": self.recipe, **{name: part for name, part in parts.items() if part != {}}}
 
     def to_yaml(self) -> str:
         OmegaConf = _omegaconf()

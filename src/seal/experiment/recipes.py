@@ -7,6 +7,7 @@ gets: evaluate conditions, and ReST-EM rounds followed by evaluations. A domain 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -96,11 +97,44 @@ def load(spec: DomainSpec, cfg: Config, name: str | None, checked: dict) -> Load
     return Loaded(lm, spec.build(cfg, lm, checked))
 
 
-def learner_of(cfg: Config, loaded: Loaded) -> Learner:
-    from ..engine.executor import LocalExecutor
+@dataclass
+class WorkerBuild:
+    """How a worker builds the learner's model and domain for a model name: picklable, so that a Ray actor on
+    another machine makes the same domain the driver has (`wrap` turns it into a derived domain, e.g. pooled)."""
+    build: Callable
+    cfg: Config
+    checked: dict
+    wrap: Callable | None = None
+
+    def __call__(self, name: str):
+        from ..engine.models import load_model
+        lm = load_model(name, self.cfg.model.device, self.cfg.model.dtype)
+        domain = self.build(self.cfg, lm, self.checked)
+        return lm, (self.wrap(domain) if self.wrap else domain)
+
+
+def learner_of(cfg: Config, loaded: Loaded, spec: DomainSpec, checked: dict, wrap: Callable | None = None,
+               log=None) -> Learner:
+    """The learner of `loaded` (its domain wrapped by `wrap` if given), its trials run where the executor section
+    says: this process, or Ray actors building the same model and domain from `spec` and the checked inputs."""
+    from ..engine.executor import LocalExecutor, RayExecutor
     from ..engine.inner import InnerLoop
-    loop = InnerLoop(loaded.lm, loaded.domain, cfg.inner.engine(), show_progress=cfg.run.show_progress)
-    return Learner(loaded.domain, loop, LocalExecutor(loop))
+    domain = wrap(loaded.domain) if wrap else loaded.domain
+    loop = InnerLoop(loaded.lm, domain, cfg.inner.engine(), show_progress=cfg.run.show_progress)
+    ex = cfg.executor if "executor" in cfg.sections else None
+    if ex is None or ex.kind == "local":
+        return Learner(domain, loop, LocalExecutor(loop))
+    build = WorkerBuild(spec.build, dataclasses.replace(cfg, legacy=None), checked, wrap)
+    return Learner(domain, loop, RayExecutor(loop, build, ex.ray_address, ex.workers, ex.cpus_per_worker,
+                                             ex.gpus_per_worker, ex.threads, ex.retries, log=log))
+
+
+def check_executor(cfg: Config) -> None:
+    """A Ray cluster that cannot be reached, or cannot hold the workers, is refused before any model work."""
+    ex = cfg.executor if "executor" in cfg.sections else None
+    if ex is not None and ex.kind == "ray":
+        from ..engine.executor import connect
+        connect(ex.ray_address, ex.workers, ex.cpus_per_worker, ex.gpus_per_worker)
 
 
 def run_eval(spec: DomainSpec, cfg: Config, command: str = "", log=print) -> dict:
@@ -116,10 +150,11 @@ def run_eval(spec: DomainSpec, cfg: Config, command: str = "", log=print) -> dic
     conditions = parse_conditions(probe, cfg.eval.conditions, contexts, cfg.generation.endpoint_url)
     log(f"{len(contexts)} eval context(s){_all_note(cfg)}, conditions {', '.join(c.name for c in conditions)}, "
         f"{cfg.eval.k} self-edit(s) each x {cfg.eval.repeats} seed(s)")
+    check_executor(cfg)
     with Run(cfg, f"{spec.name}-eval", command) as run:
         run.store.set_meta("contexts:eval", [c.id for c in contexts])
         loaded = load(spec, cfg, cfg.model.name, checked)
-        learner = learner_of(cfg, loaded)
+        learner = learner_of(cfg, loaded, spec, checked, log=log)
         evaluate(run, conditions, (loaded.lm, loaded.domain), learner, contexts, 0, cfg.eval.k, cfg.eval.repeats,
                  "round-0", load_model=lambda path: load(spec, cfg, path, checked), log=log)
         results = eval_results(run.store, [c.name for c in conditions], probe.no_update, "round-0")
@@ -150,6 +185,7 @@ def run_train(spec: DomainSpec, cfg: Config, command: str = "", log=print) -> di
     if overlap:
         raise ValueError(f"{spec.name}: {len(overlap)} context(s) are in both the training and the eval set")
     conditions = parse_conditions(probe, cfg.eval.conditions, evals, cfg.generation.endpoint_url)
+    check_executor(cfg)
     with Run(cfg, f"{spec.name}-train", command) as run:
         run.store.set_meta("contexts:eval", [c.id for c in evals])
         run.store.set_meta("contexts:train", [c.id for c in train[:need]])
@@ -158,7 +194,8 @@ def run_train(spec: DomainSpec, cfg: Config, command: str = "", log=print) -> di
             log(f"resuming from the round-{start} checkpoint {ckpt}")
         teacher = load(spec, cfg, ckpt or cfg.model.name, checked)
         student = load(spec, cfg, outer.student, checked) if outer.student else teacher
-        models = Models(teacher.lm, teacher.domain, learner_of(cfg, student), outer.student is not None)
+        models = Models(teacher.lm, teacher.domain, learner_of(cfg, student, spec, checked, log=log),
+                        outer.student is not None)
         rest_em(run, models, train, evals, conditions, start, log=log,
                 load_model=lambda path: load(spec, cfg, path, checked))
         summary = train_results(run.store, [c.name for c in conditions], probe.no_update, outer.rounds,
@@ -184,7 +221,7 @@ def standard_recipes(eval_defaults: dict | None = None, train_defaults: dict | N
                      eval_help: str = "evaluate conditions: no update, baselines, self-edits",
                      train_help: str = "SEAL's outer loop (ReST-EM): rounds of sample -> score -> select -> finetune"
                      ) -> dict[str, RecipeSpec]:
-    ev = ("run", "model", "inner", "generation", "eval", "seeds")
+    ev = ("run", "model", "inner", "generation", "eval", "seeds", "executor")
     return {"eval": RecipeSpec("eval", eval_help, ev, run_eval, eval_defaults or {}, EVAL_FLAGS, show_eval),
             "train": RecipeSpec("train", train_help, ev + ("outer", "finetune"), run_train, train_defaults or {},
                                 EVAL_FLAGS + TRAIN_FLAGS, show_train)}

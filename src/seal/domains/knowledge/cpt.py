@@ -17,7 +17,7 @@ from ...engine.protocol import Trial, TrialResult
 from ...engine.seeds import seed_of
 from ...engine.stats import mean_ci95
 from ...experiment.evaluate import parse_conditions, self_edits_of
-from ...experiment.recipes import load
+from ...experiment.recipes import check_executor, load
 from ...experiment.results import context_order
 from ...experiment.run import Run
 from .pooled import Pool, load_pooled, pooled_update
@@ -42,9 +42,10 @@ def run_cpt(spec, cfg, command: str = "", log=print) -> dict:
         raise ValueError("knowledge: no passages selected")
     conditions = parse_conditions(probe, cfg.eval.conditions, chosen, cfg.generation.endpoint_url,
                                   allow_generator=True)
+    check_executor(cfg)
     with Run(cfg, "knowledge-cpt", command) as run:
         run.store.set_meta("contexts:eval", [p.id for p in chosen])
-        loaded, learner, pooled = load_pooled(spec, cfg, checked)
+        loaded, learner, pooled = load_pooled(spec, cfg, checked, log=log)
         lm, domain = loaded.lm, loaded.domain
         run.describe(domain, chosen)
         run.base_evals(learner.loop, "round-0", chosen)

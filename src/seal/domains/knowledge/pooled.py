@@ -102,9 +102,10 @@ def pooled_update(updates: list[Update]) -> Update:
     return Update(texts=texts) if texts else Update(error="no valid training sequences in the pool")
 
 
-def load_pooled(spec, cfg, checked):
+def load_pooled(spec, cfg, checked, log=None):
     """The model and its knowledge domain, a learner over single passages (base answers) and one over pools."""
-    from ...experiment.recipes import Loaded, learner_of, load
+    from ...experiment.recipes import learner_of, load
     loaded = load(spec, cfg, cfg.model.name, checked)
-    return loaded, learner_of(cfg, loaded), learner_of(cfg, Loaded(loaded.lm, PooledDomain(loaded.domain)))
+    return (loaded, learner_of(cfg, loaded, spec, checked, log=log),
+            learner_of(cfg, loaded, spec, checked, wrap=PooledDomain, log=log))
 

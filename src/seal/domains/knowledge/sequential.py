@@ -65,6 +65,11 @@ def run_sequential(spec, cfg, command: str = "", log=print) -> dict:
     pool = list(probe.contexts("eval"))
     if len(pool) < seq.length:
         raise DataError(f"knowledge: a stream of {seq.length} passages needs at least that many, got {len(pool)}")
+    if cfg.executor.kind != "local":
+        # Each step merges the chosen adapter into the driver's model before the next step's trials: the workers
+        # would need that model after every step. Streams are short; they run here.
+        raise ValueError("knowledge sequential runs with --executor local only (each step merges its update "
+                         "into the model the next step trains)")
     with Run(cfg, "knowledge-sequential", command) as run:
         run.store.set_meta("contexts:eval", [p.id for p in pool])
         loaded, learner, pooled = load_pooled(spec, cfg, checked)

@@ -113,7 +113,7 @@ RECIPES["eval"].defaults = {"run": {"out": "runs/knowledge-eval"}}
 RECIPES["train"] = RecipeSpec("train", RECIPES["train"].help, RECIPES["train"].sections, run_train,
                               {"run": {"out": "runs/knowledge-train"}, "seeds": _TRAIN_SEEDS}, _TRAIN_FLAGS,
                               show_train)
-_EV = ("run", "model", "inner", "generation", "eval", "seeds")
+_EV = ("run", "model", "inner", "generation", "eval", "seeds", "executor")
 RECIPES["cpt"] = RecipeSpec(
     "cpt", "continued pretraining: n passages' self-edits pooled into one update", _EV, run_cpt,
     # The original's CPT grid trains 3 epochs at an effective batch of 8; one pass per sequence at batch 1 (the
