@@ -124,7 +124,17 @@ class Run:
                    keep_adapters: bool = False, log=None) -> list[TrialResult]:
         if trials and log:
             log(f"running {len(trials)} trial(s)")
-        return executor.run(trials, bases=bases, on_result=self.recorder(trials), keep_adapters=keep_adapters)
+        before = dict(getattr(executor, "stats", {}))
+        t0 = time.perf_counter()
+        out = executor.run(trials, bases=bases, on_result=self.recorder(trials), keep_adapters=keep_adapters)
+        if trials:
+            self.add_timing("trials", time.perf_counter() - t0)
+        # A Ray executor's seconds: its workers loading models and computing packs, the driver recording results
+        # (docs/SCALING.md reads them to give the driver's and the transfers' cost per trial).
+        for key in ("load", "compute", "driver"):
+            if key in before:
+                self.add_timing(f"ray:{key}", executor.stats[key] - before[key])
+        return out
 
     def recorder(self, trials: list[Trial]):
         by_key = {t.key: t for t in trials}
