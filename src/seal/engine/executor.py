@@ -180,9 +180,10 @@ class RayExecutor:
             load[slot] += 1
 
         while queue or flying:
-            for slot in range(len(self.actors)):
-                while queue and load[slot] < self.IN_FLIGHT:
-                    submit(slot)
+            for depth in range(self.IN_FLIGHT):         # one pack to every worker before a second to any
+                for slot in range(len(self.actors)):
+                    if queue and load[slot] <= depth:
+                        submit(slot)
             ready, _ = ray.wait(list(flying), num_returns=1)
             t0 = time.perf_counter()
             i, slot = flying.pop(ready[0])
