@@ -272,8 +272,11 @@ def test_an_unexpected_error_prints_one_line_and_a_log_with_the_traceback(tiny_d
 def test_ctrl_c_exits_130_with_one_line_and_the_run_resumes(tiny_dir, tmp_path):
     out = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEAL_FAULT")}
+    # Ctrl-C as a terminal delivers it: the child must not inherit an ignored SIGINT (a shell's background job,
+    # e.g. `pytest &`, ignores it, and Python then installs no KeyboardInterrupt handler).
     p = subprocess.Popen([sys.executable, "-m", "seal", *EVAL, *map(str, _tiny(tiny_dir, out))], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not (out / "store.sqlite").exists() and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
