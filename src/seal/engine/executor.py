@@ -95,7 +95,7 @@ class PackWorker:
         self.model: str | None = None
         self.loop: InnerLoop | None = None
 
-    def run_pack(self, model: str, trials: list[Trial], bases: dict, keep_adapters: bool):
+    def run_pack(self, model: str, trials: list[Trial], bases: dict):
         import socket
         t0 = time.perf_counter()
         if model != self.model:
@@ -106,7 +106,7 @@ class PackWorker:
             lm, domain = self.build(model)
             self.loop, self.model = InnerLoop(lm, domain, self.cfg, show_progress=False), model
         loaded = time.perf_counter()
-        results = self.loop.run_pack(trials, bases, keep_adapters)
+        results = self.loop.run_pack(trials, bases)
         return results, {"host": socket.gethostname(), "pid": os.getpid(), "load": loaded - t0,
                          "compute": time.perf_counter() - loaded}
 
@@ -128,9 +128,8 @@ class RayExecutor:
         self.actors: list = []
         self.model: str | None = None       # the model the workers were last sent
         # Seconds, summed over calls: workers loading models and computing packs; the driver receiving and
-        # recording results; the wall time of run() itself.
-        self.stats = {"packs": 0, "trials": 0, "load": 0.0, "compute": 0.0, "driver": 0.0, "wall": 0.0,
-                      "requeued": 0}
+        # recording results (Run.run_trials stores them as timings).
+        self.stats = {"load": 0.0, "compute": 0.0, "driver": 0.0}
 
     def _actor(self):
         import ray
@@ -151,7 +150,6 @@ class RayExecutor:
         if keep_adapters:
             raise ExecutorError("this recipe keeps each trial's adapter in the driver's memory; run it with "
                                 "--executor local")
-        t_start = time.perf_counter()
         results, packs = self.loop.packs(trials)
         if on_result:
             for r in results:
@@ -175,7 +173,7 @@ class RayExecutor:
             attempts[i] += 1
             pack = packs[i]
             ref = self.actors[slot].run_pack.remote(model, pack, {t.context.id: bases[t.context.id] for t in pack
-                                                                  if t.context.id in bases}, False)
+                                                                  if t.context.id in bases})
             flying[ref] = (i, slot)
             load[slot] += 1
 
@@ -216,14 +214,10 @@ class RayExecutor:
             self.stats["driver"] += time.perf_counter() - t0
         for i in range(len(packs)):
             results += done[i]
-        self.stats["packs"] += len(packs)
-        self.stats["trials"] += sum(map(len, packs))
-        self.stats["wall"] += time.perf_counter() - t_start
         return results
 
     def _replace(self, slot: int, error: Exception) -> None:
         import ray
-        self.stats["requeued"] += 1
         self.log(f"ray: worker {slot} died ({type(error).__name__}); its packs are re-queued on a fresh worker")
         try:
             ray.kill(self.actors[slot], no_restart=True)

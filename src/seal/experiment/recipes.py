@@ -92,21 +92,20 @@ class Loaded:
 
 
 def load(spec: DomainSpec, cfg: Config, name: str | None, checked: dict) -> Loaded:
-    from ..engine.models import load_model
-    lm = load_model(name, cfg.model.device, cfg.model.dtype)
-    return Loaded(lm, spec.build(cfg, lm, checked))
+    return Loaded(*WorkerBuild(spec.build, cfg, checked)(name))
 
 
 @dataclass
 class WorkerBuild:
-    """How a worker builds the learner's model and domain for a model name: picklable, so that a Ray actor on
-    another machine makes the same domain the driver has (`wrap` turns it into a derived domain, e.g. pooled)."""
+    """How a model and its domain are built for a model name, in the driver (`load`) and in every Ray worker:
+    picklable, so that an actor on another machine makes the same domain the driver has (`wrap` turns it into a
+    derived domain, e.g. pooled)."""
     build: Callable
     cfg: Config
     checked: dict
     wrap: Callable | None = None
 
-    def __call__(self, name: str):
+    def __call__(self, name: str | None):
         from ..engine.models import load_model
         lm = load_model(name, self.cfg.model.device, self.cfg.model.dtype)
         domain = self.build(self.cfg, lm, self.checked)
@@ -121,18 +120,24 @@ def learner_of(cfg: Config, loaded: Loaded, spec: DomainSpec, checked: dict, wra
     from ..engine.inner import InnerLoop
     domain = wrap(loaded.domain) if wrap else loaded.domain
     loop = InnerLoop(loaded.lm, domain, cfg.inner.engine(), show_progress=cfg.run.show_progress)
-    ex = cfg.executor if "executor" in cfg.sections else None
-    if ex is None or ex.kind == "local":
+    ex = _ray_section(cfg)
+    if ex is None:
         return Learner(domain, loop, LocalExecutor(loop))
     build = WorkerBuild(spec.build, dataclasses.replace(cfg, legacy=None), checked, wrap)
     return Learner(domain, loop, RayExecutor(loop, build, ex.ray_address, ex.workers, ex.cpus_per_worker,
                                              ex.gpus_per_worker, ex.threads, ex.retries, log=log))
 
 
+def _ray_section(cfg: Config):
+    """The executor section when it asks for Ray, else None (local, or a recipe without the section)."""
+    ex = cfg.sections.get("executor")
+    return ex if ex is not None and ex.kind == "ray" else None
+
+
 def check_executor(cfg: Config) -> None:
     """A Ray cluster that cannot be reached, or cannot hold the workers, is refused before any model work."""
-    ex = cfg.executor if "executor" in cfg.sections else None
-    if ex is not None and ex.kind == "ray":
+    ex = _ray_section(cfg)
+    if ex is not None:
         from ..engine.executor import connect
         connect(ex.ray_address, ex.workers, ex.cpus_per_worker, ex.gpus_per_worker)
 
