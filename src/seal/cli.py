@@ -113,17 +113,46 @@ def main(argv: list[str] | None = None) -> int:
     unexpected error: one line naming a log file that holds the traceback (never a traceback on the terminal)."""
     argv = sys.argv[1:] if argv is None else argv
     where: dict = {}
+    interrupted, restore = _note_sigint()
     try:
         return _main(argv, where)
     except KeyboardInterrupt:
-        print("seal: interrupted; every finished trial is stored, and the same command resumes", file=sys.stderr)
-        return 130
+        return _interrupted()
     except Exception as e:  # noqa: BLE001 - the last line of defence: a bug, not an input mistake
+        if interrupted:     # Ctrl-C landed inside a library that turned the KeyboardInterrupt into its own error
+            return _interrupted()
         log = _write_crash_log(argv, where.get("out"))
         first = (str(e).splitlines() or [""])[0][:300]
         print(f"seal: internal error ({type(e).__name__}: {redact(first)}); the traceback is in {log}. Finished "
               f"work is stored: the same command resumes.", file=sys.stderr)
         return 1
+    finally:
+        restore()
+
+
+def _interrupted() -> int:
+    print("seal: interrupted; every finished trial is stored, and the same command resumes", file=sys.stderr)
+    return 130
+
+
+def _note_sigint():
+    """(a list that gets an entry when SIGINT arrives, a function that puts the old handler back). Python's own
+    handler (raise KeyboardInterrupt) still runs; but a library can turn that KeyboardInterrupt into an error of
+    its own (OmegaConf did, in CI, when Ctrl-C landed inside OmegaConf.create), and the list still says Ctrl-C."""
+    import signal
+    seen: list = []
+    old = signal.getsignal(signal.SIGINT)
+    if old is not signal.default_int_handler:      # ignored (a background job) or someone else's handler: leave it
+        return seen, lambda: None
+
+    def handler(signum, frame):
+        seen.append(signum)
+        signal.default_int_handler(signum, frame)
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:                             # not the main thread: signals are not ours to take
+        return seen, lambda: None
+    return seen, lambda: signal.signal(signal.SIGINT, old)
 
 
 def redact(text: str) -> str:
