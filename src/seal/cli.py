@@ -157,13 +157,8 @@ def _note_sigint():
 
 def redact(text: str) -> str:
     """`text` with the value of every API-key variable the settings name (and the usual ones) replaced by ***."""
-    import os
-    names = {"OPENAI_API_KEY", *_KEY_ENVS}
-    for name in names:
-        value = os.environ.get(name, "")
-        if len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
+    from .engine.openai_client import redact as redact_keys
+    return redact_keys(text, {"OPENAI_API_KEY", *_KEY_ENVS})
 
 
 _KEY_ENVS: set[str] = set()   # the key variables of the command being run (its config's *_key_env fields)

@@ -223,41 +223,21 @@ def _stop_ids(lm: LoadedModel) -> list[int]:
 
 
 class EndpointError(RuntimeError):
-    """An OpenAI-compatible endpoint that still fails after its retries: a clear error for the user (the run's
-    finished work is stored, and the same command resumes once the endpoint answers)."""
+    """An OpenAI-compatible endpoint that still fails after its retries, or refuses the request: a clear error for
+    the user (the run's finished work is stored, and the same command resumes once the endpoint answers)."""
 
 
 def generate_openai(base_url: str, model: str, prompts: Sequence[str], *, key_env: str = "OPENAI_API_KEY",
                     max_tokens: int = 1024, temperature: float = 1.0, top_p: float = 0.95, timeout: float = 300.0,
-                    retries: int = 3, concurrency: int = 4) -> list[str]:
-    """Self-edits from an OpenAI-compatible /chat/completions endpoint (each prompt as one user message).
-    Retries with back-off; a prompt that still fails raises, naming the endpoint (never the key)."""
-    import os
-    import time as _time
-    from concurrent.futures import ThreadPoolExecutor
+                    retries: int = 3, concurrency: int = 4, backoff: float = 1.0) -> list[str]:
+    """Self-edits from an OpenAI-compatible /chat/completions endpoint (each prompt as one user message), through
+    the shared client (`openai_client`): `retries` attempts per prompt, back-off from `backoff` seconds; a prompt
+    that still fails raises EndpointError naming the endpoint (never the key) and stops the others."""
+    from .openai_client import ChatEndpoint
 
-    import httpx
-
-    key = os.environ.get(key_env, "")
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    url = base_url.rstrip("/") + "/chat/completions"
-
-    def one(client, prompt):
-        last = None
-        for attempt in range(retries):
-            try:
-                r = client.post(url, headers=headers, json={
-                    "model": model, "messages": [{"role": "user", "content": prompt}],
-                    "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p})
-                r.raise_for_status()
-                # Untrusted text: a "\\ud800" escape in the JSON reply would stop the tokenizer and the store.
-                return clean_text(r.json()["choices"][0]["message"]["content"] or "").strip()
-            except (httpx.HTTPError, KeyError, IndexError, ValueError) as e:
-                last = e
-                _time.sleep(min(8.0, 2.0 * (attempt + 1)) if attempt + 1 < retries else 0)
-        msg = str(last).replace(key, "***") if key else str(last)
-        raise EndpointError(f"generation endpoint {base_url} failed after {retries} attempts: {msg}; finished work "
-                            "is stored: run the same command to resume once it answers")
-
-    with httpx.Client(timeout=timeout) as client, ThreadPoolExecutor(concurrency) as pool:
-        return list(pool.map(lambda p: one(client, p), prompts))
+    endpoint = ChatEndpoint(base_url, model, key_env, what="generation endpoint", error=EndpointError,
+                            timeout=timeout, attempts=retries, backoff=backoff)
+    texts = endpoint.chat_all([[{"role": "user", "content": p}] for p in prompts], concurrency,
+                              max_tokens=max_tokens, temperature=temperature, top_p=top_p)
+    # Untrusted text: a "\\ud800" escape in the JSON reply would stop the tokenizer and the store.
+    return [clean_text(t).strip() for t in texts]

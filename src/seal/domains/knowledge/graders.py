@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from ...engine.openai_client import ChatEndpoint
 from ...engine.protocol import clean_text
 
 
@@ -179,13 +180,14 @@ def parse_verdict(reply: str) -> bool:
 
 
 class OpenAIJudge:
-    """An LLM judge behind any OpenAI-compatible /chat/completions endpoint, at temperature 0.
+    """An LLM judge behind any OpenAI-compatible /chat/completions endpoint, at temperature 0, through the engine's
+    shared client (retries with back-off from `backoff` seconds; a refused request fails at once).
 
     The key is read from the environment variable named by `key_env` and sent only in the Authorization
     header: it is never stored, logged or written to a report."""
 
     def __init__(self, base_url: str | None = None, model: str | None = None, key_env: str = "OPENAI_API_KEY",
-                 timeout: float = 60.0, retries: int = 3, concurrency: int = 8):
+                 timeout: float = 60.0, retries: int = 3, concurrency: int = 8, backoff: float = 1.0):
         self.base_url = (base_url or os.environ.get("SEAL_JUDGE_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
                          or "https://api.openai.com/v1").rstrip("/")
         self.model = model or os.environ.get("SEAL_JUDGE_MODEL") or "gpt-4.1"
@@ -193,57 +195,30 @@ class OpenAIJudge:
         self.timeout = timeout
         self.retries = retries
         self.concurrency = concurrency
+        self.backoff = backoff
         self.name = f"judge:{self.model}"
 
-    def _headers(self):
-        key = os.environ.get(self.key_env, "")
-        return {"Authorization": f"Bearer {key}"} if key else {}
-
-    def _ask(self, client, messages) -> str:
-        import httpx
-        last = None
-        for attempt in range(self.retries):
-            try:
-                r = client.post(f"{self.base_url}/chat/completions", headers=self._headers(),
-                                json={"model": self.model, "messages": messages, "temperature": 0,
-                                      "max_tokens": 3})
-                if r.status_code in (401, 403, 404, 400):
-                    raise JudgeError(f"judge endpoint {self.base_url} refused the request "
-                                     f"(HTTP {r.status_code}; check the model name and the key in ${self.key_env})")
-                r.raise_for_status()
-                return r.json()["choices"][0]["message"]["content"] or ""
-            except JudgeError:
-                raise
-            except (httpx.HTTPError, KeyError, ValueError, IndexError) as e:
-                last = e
-        raise JudgeError(f"judge endpoint {self.base_url} failed after {self.retries} attempts: "
-                         f"{type(last).__name__}: {_redact(str(last), self.key_env)}")
+    def _endpoint(self, **overrides) -> ChatEndpoint:
+        return ChatEndpoint(self.base_url, self.model, self.key_env, what="judge endpoint", error=JudgeError,
+                            **{"timeout": self.timeout, "attempts": self.retries, "backoff": self.backoff,
+                               **overrides})
 
     def check(self) -> None:
-        """Fail fast, before any training: one tiny request must come back with a verdict."""
-        import httpx
+        """Fail fast, before any training: one tiny request, tried once, must come back."""
+        endpoint = self._endpoint(timeout=min(self.timeout, 15.0), attempts=1, resume_hint="")
         try:
-            with httpx.Client(timeout=min(self.timeout, 15.0)) as client:
-                old, self.retries = self.retries, 1
-                try:
-                    self._ask(client, judge_messages(GradeItem("What is 2+2?", "4", "4")))
-                finally:
-                    self.retries = old
+            endpoint.chat_all([judge_messages(GradeItem("What is 2+2?", "4", "4"))], 1, **JUDGE_PARAMS)
         except JudgeError as e:
             raise JudgeError(f"the judge is not usable: {e}") from None
 
     def grade(self, items):
-        import httpx
-        from concurrent.futures import ThreadPoolExecutor
         todo = [i for i, it in enumerate(items) if judgeable(it)]   # an empty or over-long answer: wrong unasked
-        with httpx.Client(timeout=self.timeout) as client, ThreadPoolExecutor(self.concurrency) as pool:
-            replies = list(pool.map(lambda it: self._ask(client, judge_messages(it)), judged(items, todo)))
+        replies = self._endpoint().chat_all([judge_messages(it) for it in judged(items, todo)], self.concurrency,
+                                            **JUDGE_PARAMS)
         return verdicts(todo, replies, len(items))
 
 
-def _redact(text: str, key_env: str) -> str:
-    key = os.environ.get(key_env)
-    return text.replace(key, "***") if key else text
+JUDGE_PARAMS = {"temperature": 0, "max_tokens": 3}   # one word of verdict, the same for every answer
 
 
 class LocalJudge:
