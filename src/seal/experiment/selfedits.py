@@ -44,7 +44,8 @@ def sample_self_edits(run, lm, domain, round_: int, source: str, contexts: Seque
             else:
                 prompts = [domain.self_edit_message(c) for c, _ in part]
                 texts = generate_openai(gen.endpoint_url, endpoint, prompts, key_env=gen.endpoint_key_env,
-                                        temperature=gen.temperature, top_p=gen.top_p)
+                                        max_tokens=gen.max_new_tokens, temperature=gen.temperature,
+                                        top_p=gen.top_p)
             store.add_self_edits(round_, source, [(c.id, s, p, t) for (c, s), p, t in zip(part, prompts, texts)])
             bar.update(len(part))
     stored = store.self_edits(round_, source)
