@@ -59,7 +59,7 @@ class ChatEndpoint:
     def url(self) -> str:
         return self.base_url.rstrip("/") + "/chat/completions"
 
-    def chat(self, client, messages: list[dict], stop: threading.Event | None = None, **params: Any) -> str:
+    def _chat(self, client, messages: list[dict], stop: threading.Event, **params: Any) -> str:
         """The reply's text to `messages` (one request, retried); `params` are the request's other fields
         (max_tokens, temperature, top_p). A set `stop` ends the retries (another request has failed)."""
         cause, tried = "no attempt made", 0
@@ -69,14 +69,9 @@ class ChatEndpoint:
                 return self._once(client, messages, params)
             except _Retry as e:
                 cause = e.cause
-                if tried >= self.attempts or (stop is not None and stop.is_set()):
-                    break
                 wait = min(self.max_wait, e.wait if e.wait is not None else self.backoff * 2 ** attempt)
-                if stop is not None:
-                    if stop.wait(wait):
-                        break
-                else:
-                    time.sleep(wait)
+                if tried >= self.attempts or stop.wait(wait):     # out of attempts, or another request failed
+                    break
         tries = "1 attempt" if tried == 1 else f"{tried} attempts"
         hint = f"{' ' if cause.endswith('?') else '. '}{self.resume_hint}" if self.resume_hint else ""
         raise self.error(self._redact(f"{self.what} {self.base_url} (model {self.model}) failed after {tries}: "
@@ -96,7 +91,7 @@ class ChatEndpoint:
             if stop.is_set():
                 return None
             try:
-                return self.chat(client, msgs, stop, **params)
+                return self._chat(client, msgs, stop, **params)
             except BaseException as e:
                 with lock:
                     if not stop.is_set():

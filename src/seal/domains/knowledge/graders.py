@@ -11,6 +11,7 @@ import os
 import re
 import string
 from collections import Counter
+import dataclasses
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -199,9 +200,9 @@ class OpenAIJudge:
         self.name = f"judge:{self.model}"
 
     def _endpoint(self, **overrides) -> ChatEndpoint:
-        return ChatEndpoint(self.base_url, self.model, self.key_env, what="judge endpoint", error=JudgeError,
-                            **{"timeout": self.timeout, "attempts": self.retries, "backoff": self.backoff,
-                               **overrides})
+        endpoint = ChatEndpoint(self.base_url, self.model, self.key_env, what="judge endpoint", error=JudgeError,
+                                timeout=self.timeout, attempts=self.retries, backoff=self.backoff)
+        return dataclasses.replace(endpoint, **overrides)
 
     def check(self) -> None:
         """Fail fast, before any training: one tiny request, tried once, must come back."""
