@@ -67,6 +67,17 @@ def test_cli_end_to_end_and_resume(tiny_dir, tmp_path):
         ci = f"[{100 * cond['ci95'][0]:.1f}, {100 * cond['ci95'][1]:.1f}]"
         assert f"| {name} | {100 * cond['accuracy']:.1f}% | {ci} |" in md, (name, ci)
     assert "## Examples" in md and "| question | gold | base | self-edit |" in md
+    # Every two conditions compared paired by context, in results.json and the report alike: on the same 3
+    # contexts, the mean of the differences is the difference of the means.
+    pairs = json.loads((out / "results.json").read_text())["comparisons"]
+    assert {(p["condition"], p["versus"]) for p in pairs} == {("passage", "base"), ("self-edit", "base"),
+                                                               ("self-edit", "passage")}
+    for p in pairs:
+        assert p["n_contexts"] == 3 and p["wins"] + p["losses"] + p["ties"] == 3
+        assert p["difference"] == pytest.approx(res[p["condition"]]["accuracy"] - res[p["versus"]]["accuracy"])
+        assert p["ci95"][0] <= p["difference"] <= p["ci95"][1] and 0 < p["sign_test_p"] <= 1
+        assert (f"| {p['condition']} | {p['versus']} | {100 * p['difference']:+.1f} | "
+                f"[{100 * p['ci95'][0]:.1f}, {100 * p['ci95'][1]:.1f}] |") in md
     # A folder written before configs (settings version 1: flat settings, the command line in the store) resumes
     # when its command line means the same settings today, and is refused when it does not.
     import shlex

@@ -7,6 +7,7 @@ import torch
 
 from seal.engine.training import TrainJob
 import seal
+import seal.api
 from seal.domains.knowledge.sequential import aggregate, forgetting_reward
 from seal.engine.training import full_finetune
 from seal.engine.models import load_model
@@ -44,7 +45,19 @@ def test_cpt_pools_every_passage_into_one_update(tiny_dir, tmp_path, update):
     assert sorted(rows) == ["passage", "self-edit"]                      # one update per condition
     assert all(len(r["answers"]) == n_q for r in rows.values())
     assert store.get_meta("cpt")["passage"]["accuracy_micro"] == pytest.approx(sum(rows["passage"]["grades"]) / n_q)
+    # Paired by passage: each pooled condition's grades split back into its passages, so a comparison's mean
+    # difference is the difference of the macro accuracies, over the same 3 passages.
+    pairs = payload["comparisons"]
+    assert pairs == store.get_meta("cpt:comparisons")
+    assert {(p["condition"], p["versus"]) for p in pairs} == {("passage", "base"), ("self-edit", "base"),
+                                                               ("self-edit", "passage")}
+    for p in pairs:
+        assert p["n_contexts"] == 3 and p["n_questions"] == n_q
+        assert p["difference"] == pytest.approx(res[p["condition"]]["accuracy_macro"]
+                                                - res[p["versus"]]["accuracy_macro"])
     store.close()
+    md = seal.api.write_report(out)["markdown"].read_text()
+    assert "Paired comparisons" in md and "| self-edit | passage |" in md
 
 
 def test_forgetting_reward_and_aggregate():

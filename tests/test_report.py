@@ -74,6 +74,9 @@ def _train_run(out: Path, finished: bool) -> RunStore:
         {"context_id": "t1", "sample": 0, "reward": 0.5, "base_accuracy": 0.25, "beat_base": True, "chars": 80},
         {"context_id": "t2", "sample": 0, "reward": 0.25, "base_accuracy": 0.25, "beat_base": False, "chars": 40}])
     store.set_meta("sft:1", {"steps": 12, "final_loss": 0.5432, "seconds": 30.0, "examples": 3})
+    store.set_meta("self_edit_stats:1", {"sampled": {"n": 9, "chars": 19.0, "gold_answers": 0.25, "novel_words": 0.5},
+                                         "selected": {"n": 3, "chars": 80.0, "gold_answers": 0.5,
+                                                      "novel_words": 0.125}})
     store.add_self_edits(1, "eval", [(c, 0, "p", _text(2)) for c in EVAL])
     for c, acc in zip(EVAL, EVAL_ACC[1]):
         _trial(store, (1, "eval", c, 0, 0), acc)
@@ -147,6 +150,9 @@ def test_finished_train_run(tmp_path):
     assert (s1["beat base"], s1["share"], s1["mean chars"]) == ("2", "66.7%", "80")
     assert (s2["beat base"], s2["share"]) == ("2", "66.7%")
     assert _row(md, {"round": "1", "examples": "3"})["final loss"] == "0.5432"
+    sel = _row(md, {"round": "1", "self-edits": "selected"})
+    assert (sel["n"], sel["chars"], sel["gold answers"], sel["invented words"]) == ("3", "80", "50.0%", "12.5%")
+    assert _row(md, {"round": "1", "self-edits": "sampled"})["gold answers"] == "25.0%"
     # (d) self-edit length: round r train edits have 2r lines of 9 characters
     assert _row(md, {"round": "2", "source": "train"})["mean chars"] == "39"
     assert _row(md, {"round": "2", "source": "train"})["mean lines"] == "4.0"

@@ -38,10 +38,18 @@ def test_train_two_rounds_then_resume_after_sigkill_in_round_2(tiny_dir, tmp_pat
     assert list(res["conditions"]) == ["base", "passage", "self-edit", "seal-round-1", "base-round-1",
                                        "seal-round-2", "base-round-2"]
     assert [x["round"] for x in res["rounds"]] == [1, 2]
+    # Every accuracy row counts the 2 eval passages only (the no-update model is also scored on training passages).
+    assert all(c["n_contexts"] == 2 for c in res["conditions"].values()), res["conditions"]
     assert all(x["trials"] == 3 * 2 * 2 and x["selected"] == 3 for x in res["rounds"])
     for rnd in (1, 2):
         assert (full / "checkpoints" / f"round-{rnd}" / "merged" / "config.json").exists()
         assert (full / "checkpoints" / f"round-{rnd}" / "adapter" / "adapter_config.json").exists()
+    # What each round's sampled and selected self-edits are made of (the knowledge domain's self_edit_stats).
+    for x in res["rounds"]:
+        prof = x["self_edit_profile"]
+        assert prof["selected"]["n"] == 3 and 3 <= prof["sampled"]["n"] <= 6
+        assert all(0 <= g[f] <= 1 for g in prof.values() for f in ("gold_answers", "novel_words"))
+        assert prof["sampled"]["chars"] > 0
     store = RunStore(full / "store.sqlite")
     assert store.get_meta("round_models") == {"0": "round-0", "1": "round-1", "2": "round-2"}
     assert len(store.get_meta("selected:2")) == 3 and store.get_meta("sft:2")["steps"] == 4

@@ -19,6 +19,9 @@ Attributes: `name`, `baselines` (the names `baseline_update` takes), `no_update`
 condition: "base", or "in-context" where the context is in the prompt), `stop_at_newline` (answers end at
 their first line), `answer_tokens` and `answer_batch` (answer generation budget), and `reward_uses_base`
 (whether `reward` reads `base`, so the experiment knows when base evaluations of training contexts are needed).
+
+Optional: `self_edit_stats(ctx, text) -> {name: number}`, what a self-edit is made of, which ReST-EM averages
+per round over the sampled and the selected self-edits (results.json, the report).
 """
 from __future__ import annotations
 

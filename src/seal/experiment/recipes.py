@@ -163,7 +163,7 @@ def run_eval(spec: DomainSpec, cfg: Config, command: str = "", log=print) -> dic
         evaluate(run, conditions, (loaded.lm, loaded.domain), learner, contexts, 0, cfg.eval.k, cfg.eval.repeats,
                  "round-0", load_model=lambda path: load(spec, cfg, path, checked), log=log)
         results = eval_results(run.store, [c.name for c in conditions], probe.no_update, "round-0")
-        return run.write_results(conditions=results, labels=spec.labels)
+        return run.write_results(**results, labels=spec.labels)
 
 
 def _all_note(cfg: Config) -> str:
@@ -209,16 +209,22 @@ def run_train(spec: DomainSpec, cfg: Config, command: str = "", log=print) -> di
         return run.write_results(**summary, labels=spec.labels)
 
 
-def show_eval(spec: DomainSpec, payload: dict) -> str:
-    from .results import format_table
-    return format_table(payload["conditions"], spec.labels, f"{spec.name}: conditions")
+def show_eval(spec: DomainSpec, payload: dict, keep=lambda name: True) -> str:
+    from .results import format_comparisons, format_table
+    return (format_table(payload["conditions"], spec.labels, f"{spec.name}: conditions")
+            + format_comparisons(payload.get("comparisons") or [], spec.labels, keep))
 
 
 def show_train(spec: DomainSpec, payload: dict) -> str:
-    lines = [show_eval(spec, payload)]
+    # On the terminal, the rounds' self-edits against each other and the baselines; the drift of each round's
+    # model without an update (the base-round-N rows) is in the report.
+    lines = [show_eval(spec, payload, keep=lambda name: "-round-" not in name or name.startswith("seal-round-"))]
     for r in payload["rounds"]:
+        change = r.get("reward_vs_previous_round")
+        moved = (f", {100 * change['difference']:+.1f} points on the {change['n_contexts']} context(s) of the "
+                 f"previous round [{100 * change['ci95'][0]:+.1f}, {100 * change['ci95'][1]:+.1f}]") if change else ""
         lines.append(f"round {r['round']}: mean reward {r['mean_reward']:.3f}, best-of-k {r['mean_best_of_k']:.3f}, "
-                     f"{r['selected']} selected")
+                     f"{r['selected']} selected{moved}")
     return "\n".join(lines)
 
 

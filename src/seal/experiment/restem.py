@@ -120,6 +120,24 @@ class Models:
     student: bool
 
 
+def self_edit_profile(domain, contexts, texts: dict[tuple[str, int], str], chosen: set[tuple[str, int]]) -> dict:
+    """What a round's sampled self-edits look like, and the selected ones apart: the mean of each number the
+    domain's optional `self_edit_stats(context, text)` gives (the knowledge domain: length, share of the gold
+    answers restated, share of invented words), over all nonblank samples and over the selected. {} when the
+    domain has no such method."""
+    stats = getattr(domain, "self_edit_stats", None)
+    if stats is None:
+        return {}
+    by_id = {c.id: c for c in contexts}
+    rows = {key: stats(by_id[key[0]], text) for key, text in texts.items() if key[0] in by_id and text.strip()}
+
+    def mean(keys) -> dict:
+        keys = [k for k in keys if k in rows]
+        names = sorted({n for k in keys for n in rows[k]})
+        return {"n": len(keys), **{n: sum(rows[k][n] for k in keys) / len(keys) for n in names}}
+    return {"sampled": mean(rows), "selected": mean(chosen)}
+
+
 def latest_checkpoint(store, out: Path, rounds: int) -> tuple[int, str | None]:
     for r in range(rounds, 0, -1):
         path = store.get_meta(f"checkpoint:{r}")
@@ -156,6 +174,8 @@ def train_round(run, models: Models, r: int, contexts, log=print) -> None:
          "base_accuracy": base_acc.get(c.context_id),
          "beat_base": (c.reward > base_acc[c.context_id]) if c.context_id in base_acc else None,
          "chars": len(c.text)} for c in chosen])
+    run.store.set_meta(f"self_edit_stats:{r}", self_edit_profile(learner.domain, contexts, texts,
+                                                                 {(c.context_id, c.sample) for c in chosen}))
     by_id = {c.id: c for c in contexts}
     pairs = [(models.t_domain.self_edit_prompt(by_id[c.context_id]), c.text) for c in chosen]
     log(f"round {r}: {sum(c.ok and c.accuracy > 0 for c in cands)} of {len(cands)} self-edits scored above 0 "

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine.stats import mean_ci95
+import itertools
+
+from ..engine.stats import contexts_needed, mean_ci95, paired_difference
 
 
 def per_context(rows: list[dict]) -> dict[str, float]:
@@ -56,10 +58,13 @@ def summarize(rows: list[dict], order: list[str], n_questions: dict[str, int], s
     return out
 
 
-def base_rows(store, model_key: str) -> list[dict]:
-    """The no-update evaluations of a model, as trial-like rows."""
+def base_rows(store, model_key: str, split: str | None = None) -> list[dict]:
+    """The no-update evaluations of a model, as trial-like rows; with `split`, only that split's contexts where
+    the run recorded them (a ReST-EM run also evaluates its training contexts with no update)."""
+    keep = store.get_meta(f"contexts:{split}") if split else None
+    keep = set(keep) if isinstance(keep, list) else None
     return [{"context_id": c, "accuracy": v["accuracy"], "status": "ok", "answers": v["answers"], "sequences": None}
-            for c, v in store.base_evals(model_key).items()]
+            for c, v in store.base_evals(model_key).items() if keep is None or c in keep]
 
 
 def n_questions_of(store) -> dict[str, int]:
@@ -76,40 +81,74 @@ def n_questions_of(store) -> dict[str, int]:
     return n
 
 
-def eval_results(store, names: list[str], no_update: str, model_key: str, round_: int = 0,
-                 stored_as: dict[str, str] | None = None, order: list[str] | None = None,
-                 nq: dict[str, int] | None = None) -> dict[str, dict]:
-    """Per condition of one evaluation (round `round_`): the summary, keyed by the condition's name."""
-    order = context_order(store) if order is None else order
-    nq = n_questions_of(store) if nq is None else nq
+def eval_rows(store, names: list[str], no_update: str, model_key: str, round_: int = 0,
+              stored_as: dict[str, str] | None = None) -> dict[str, tuple[list[dict], float | None]]:
+    """Per condition of one evaluation (round `round_`): its trial rows (the no-update condition: the model's base
+    evaluations) and the seconds they took."""
     timings = store.get_meta("timings") or {}
-    skip = unscored_contexts(store.contexts())
     out = {}
     for name in names:
         if name == no_update:
-            out[name] = summarize(base_rows(store, model_key), order, nq, timings.get(f"base:{model_key}"), skip)
+            out[name] = (base_rows(store, model_key, "eval"), timings.get(f"base:{model_key}"))
             continue
         cond = (stored_as or {}).get(name, name)
         rows = store.trials(round_, cond)
-        seconds = sum(r["seconds"] or 0.0 for r in rows) + timings.get(f"generate:{cond}:{round_}", 0.0)
-        out[name] = summarize(rows, order, nq, seconds, skip)
+        out[name] = (rows, sum(r["seconds"] or 0.0 for r in rows) + timings.get(f"generate:{cond}:{round_}", 0.0))
+    return out
+
+
+def eval_results(store, names: list[str], no_update: str, model_key: str, round_: int = 0,
+                 stored_as: dict[str, str] | None = None) -> dict[str, Any]:
+    """One evaluation (round `round_`): per condition the summary, keyed by the condition's name, and the paired
+    comparisons of every two conditions."""
+    rows = eval_rows(store, names, no_update, model_key, round_, stored_as)
+    return results_of(store, rows)
+
+
+def results_of(store, rows: dict[str, tuple[list[dict], float | None]]) -> dict[str, Any]:
+    """{"conditions": name -> summary, "comparisons": every pair, paired by context} from the conditions' rows."""
+    order, nq, skip = context_order(store), n_questions_of(store), unscored_contexts(store.contexts())
+    conditions = {name: summarize(r, order, nq, sec, skip) for name, (r, sec) in rows.items()}
+    scores = {name: per_context(r) for name, (r, _) in rows.items()}
+    return {"conditions": conditions, "comparisons": paired_comparisons(scores, order, nq, skip)}
+
+
+POWER_DELTA = 0.05   # the difference a power estimate is for: 5 points of accuracy (engine.stats.contexts_needed)
+
+
+def paired_comparisons(scores: dict[str, dict[str, float]], order: list[str], n_questions: dict[str, int],
+                       unscored: set[str] = frozenset()) -> list[dict]:
+    """Every two conditions compared on the contexts both have scores for (in the run's context order): each
+    later condition (in `scores`' order) minus each earlier one, with the paired bootstrap interval of the
+    per-context difference and the sign test (engine.stats.paired_difference), and the contexts and questions
+    the comparison rests on; and, from the spread of these differences, the contexts a comparison needs to see a
+    5-point difference (80% power, 5% two-sided). A pair with no context in common is left out."""
+    out = []
+    for (b, sb), (a, sa) in itertools.combinations(scores.items(), 2):
+        shared = [c for c in order if c in sa and c in sb and c not in unscored]
+        shared += sorted((set(sa) & set(sb)) - set(order) - unscored)
+        if not shared:
+            continue
+        d = paired_difference([sa[c] for c in shared], [sb[c] for c in shared])
+        need = contexts_needed(d["sd"], POWER_DELTA) if d["sd"] is not None else None
+        out.append({"condition": a, "versus": b, **d, "n_questions": sum(n_questions.get(c, 0) for c in shared),
+                    "contexts_for_5_points": need})
     return out
 
 
 def train_results(store, names: list[str], no_update: str, rounds: int, first_eval: str, eval_condition: str,
                   round_models: dict[str, str]) -> dict[str, Any]:
-    """A ReST-EM run: the round-0 conditions, each later round's evaluation, and per-round training numbers."""
-    order, nq, skip = context_order(store), n_questions_of(store), unscored_contexts(store.contexts())
-    conditions = eval_results(store, names, no_update, round_models.get("0", "round-0"), 0,
-                              {"self-edit": first_eval}, order, nq)
+    """A ReST-EM run: the round-0 conditions, each later round's evaluation, their paired comparisons, and
+    per-round training numbers."""
+    rows = eval_rows(store, names, no_update, round_models.get("0", "round-0"), 0, {"self-edit": first_eval})
     for r in range(1, rounds + 1):
-        rows = store.trials(r, eval_condition.format(round=r))
-        if rows:
-            conditions[f"seal-round-{r}"] = summarize(rows, order, nq, unscored=skip)
-        base = base_rows(store, round_models.get(str(r), ""))
-        if base and r > 0:
-            conditions[f"{no_update}-round-{r}"] = summarize(base, order, nq, unscored=skip)
-    return {"conditions": conditions, "rounds": round_stats(store, rounds)}
+        seal = store.trials(r, eval_condition.format(round=r))
+        if seal:
+            rows[f"seal-round-{r}"] = (seal, None)
+        base = base_rows(store, round_models.get(str(r), ""), "eval")
+        if base:
+            rows[f"{no_update}-round-{r}"] = (base, None)
+    return {**results_of(store, rows), "rounds": round_stats(store, rounds)}
 
 
 def self_edit_rewards(rows: list[dict]) -> dict[tuple[str, int], float]:
@@ -128,14 +167,36 @@ def best_of_k(rewards: dict[tuple[str, int], float]) -> dict[str, float]:
     return best
 
 
+def context_rewards(rewards: dict[tuple[str, int], float]) -> dict[str, float]:
+    """Per context, the mean reward of its sampled self-edits."""
+    by: dict[str, list[float]] = {}
+    for (c, _), v in rewards.items():
+        by.setdefault(c, []).append(v)
+    return {c: sum(v) / len(v) for c, v in by.items()}
+
+
+def reward_change(current: dict[str, float], previous: dict[str, float], order: list[str]) -> dict | None:
+    """A round's mean reward per context minus the previous round's, paired on the contexts both sampled (in the
+    run's order; the rest sorted), or None when they share none."""
+    shared = [c for c in order if c in current and c in previous]
+    shared += sorted((set(current) & set(previous)) - set(shared))
+    return paired_difference([current[c] for c in shared], [previous[c] for c in shared]) if shared else None
+
+
 def round_stats(store, rounds: int) -> list[dict]:
-    out = []
+    """Per ReST-EM round: its sampled self-edits' rewards, the selection, the finetune; and, where the round's
+    training contexts include some of the previous round's (outer.reuse_contexts), the change of the mean reward
+    per context on those, paired (the check that ReST-EM learns what it is rewarded for)."""
+    out, previous = [], {}
+    order = context_order(store, "train")
     for r in range(1, rounds + 1):
         trials = store.trials(r, "train")
         if not trials:
             continue
         means = self_edit_rewards(trials)
         best = best_of_k(means)
+        per_ctx = context_rewards(means)
+        change, previous = reward_change(per_ctx, previous, order), per_ctx
         selected = store.get_meta(f"selected:{r}")
         texts = store.self_edits(r, "train")
         beat = [s["beat_base"] for s in selected or [] if s.get("beat_base") is not None]
@@ -145,6 +206,8 @@ def round_stats(store, rounds: int) -> list[dict]:
                     "selected": len(selected) if selected is not None else None,
                     "selected_beat_base": (sum(beat) / len(beat)) if beat else None,
                     "mean_self_edit_chars": sum(len(t) for t in texts.values()) / max(1, len(texts)),
+                    "reward_vs_previous_round": change,
+                    "self_edit_profile": store.get_meta(f"self_edit_stats:{r}") or {},
                     "sft": store.get_meta(f"sft:{r}")})
     return out
 
@@ -180,3 +243,26 @@ def format_table(results: dict, labels: dict[str, str] | None = None, title: str
     note = (f"{unscored} context(s) have no solution to score: their predictions are stored (store.sqlite, "
             f"report.md), and no accuracy counts them\n") if unscored else ""
     return cap.get() + note
+
+
+def format_comparisons(pairs: list[dict], labels: dict[str, str] | None = None, keep=lambda name: True) -> str:
+    """The paired comparisons whose two conditions `keep` accepts, as a terminal table (the report has them all)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = [p for p in pairs if keep(p["condition"]) and keep(p["versus"])]
+    if not rows:
+        return ""
+    table = Table(title="paired by context: first minus second")
+    for col in ("first", "second", "difference", "95% CI", "higher/lower/equal", "sign p", "contexts",
+                "for 5 points"):
+        table.add_column(col, justify="left" if col in ("first", "second") else "right")
+    for p in rows:
+        table.add_row(display_name(p["condition"], labels), display_name(p["versus"], labels),
+                      f"{100 * p['difference']:+.1f}", f"[{100 * p['ci95'][0]:+.1f}, {100 * p['ci95'][1]:+.1f}]",
+                      f"{p['wins']}/{p['losses']}/{p['ties']}", f"{p['sign_test_p']:.3f}", str(p["n_contexts"]),
+                      "-" if p["contexts_for_5_points"] is None else str(p["contexts_for_5_points"]))
+    console = Console(record=True, width=110)
+    with console.capture() as cap:
+        console.print(table)
+    return cap.get()

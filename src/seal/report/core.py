@@ -26,7 +26,8 @@ from ..engine.stats import mean_ci95
 from ..engine.faults import fault_point
 from ..engine.store import RunStore, StoreError
 from ..experiment.evaluate import condition_name
-from ..experiment.results import best_of_k, per_context, self_edit_rewards, unscored_contexts
+from ..experiment.results import (best_of_k, context_rewards, paired_comparisons, per_context, reward_change,
+                                  self_edit_rewards, unscored_contexts)
 
 DASH = "—"
 
@@ -295,6 +296,30 @@ def _bar_chart(bars: list[tuple[str, float, list[float]]], title: str, ylabel: s
     return fig
 
 
+def _paired(doc: Doc, scores: dict[str, dict[str, float]], n_questions: dict[str, int]) -> None:
+    """The paired comparisons of results.json (experiment.results.paired_comparisons) as a table: each later
+    condition minus each earlier one, on the contexts both have."""
+    paired_table(doc, paired_comparisons({k: v for k, v in scores.items() if v}, _ORDER, n_questions, _UNSCORED))
+
+
+def paired_table(doc: Doc, pairs: list[dict]) -> None:
+    """Paired comparisons (experiment.results.paired_comparisons) as the report's table; nothing when none."""
+    if not pairs:
+        return
+    doc.heading("Paired comparisons", 3)
+    doc.text("Each row: the per-context accuracy of the first condition minus the second's, on the contexts both "
+             "have; the mean difference with a 95% paired bootstrap interval over contexts, the contexts where the "
+             "first is higher / lower / equal, and a two-sided sign test over the untied ones. An interval above "
+             "zero is a difference these contexts can see. 'for 5 points': the contexts a comparison with this "
+             "spread of differences needs to see a 5-point difference (80% power, 5% two-sided).")
+    doc.table(["first", "second", "difference (points)", "95% CI", "higher / lower / equal", "sign test p",
+               "contexts", "questions", "for 5 points"],
+              [[p["condition"], p["versus"], _num(100 * p["difference"], "+.1f"), _ci(p["ci95"]),
+                f"{p['wins']} / {p['losses']} / {p['ties']}", _num(p["sign_test_p"], ".3f"), p["n_contexts"],
+                p["n_questions"], DASH if p["contexts_for_5_points"] is None else p["contexts_for_5_points"]]
+               for p in pairs])
+
+
 # ------------------------------------------------------------------------------------------ any domain: eval
 
 def _eval_model(run: Run) -> str | None:
@@ -319,7 +344,7 @@ def _knowledge_eval(doc: Doc, run: Run) -> None:
     doc.heading("Conditions")
     doc.text("Accuracy on the questions about each passage, answered without it: the macro mean over contexts of "
              "each context's mean over its trials, with a 95% bootstrap interval over contexts.")
-    rows, notes, plotted = [], [], []
+    rows, notes, plotted, scores = [], [], [], {}
     for name in names:
         if name == "base":
             per_ctx, trials_cell, failed = dict(base), DASH, DASH
@@ -335,6 +360,7 @@ def _knowledge_eval(doc: Doc, run: Run) -> None:
                 notes.append(f"{name}: {done} of {expected} trials so far")
             elif not done:
                 notes.append(f"{name}: no trials yet")
+        scores[name] = per_ctx
         acc, ci = _macro(per_ctx)
         row = [name, _pct(acc), _ci(ci), sum(run.n_questions.get(c, 0) for c in per_ctx), len(per_ctx),
                trials_cell, failed]
@@ -352,6 +378,7 @@ def _knowledge_eval(doc: Doc, run: Run) -> None:
     if plotted:
         doc.figure(_bar_chart(plotted, "knowledge incorporation"), "conditions",
                    "accuracy per condition (95% CI)")
+    _paired(doc, scores, run.n_questions)
 
 
 # ----------------------------------------------------------------------------------------- any domain: train
@@ -440,9 +467,10 @@ def _train_accuracy(doc: Doc, tr: _Train) -> None:
              "interval. 'base' rows are each round's model with no update: its no-context knowledge drifts as the "
              "generator is finetuned.")
     series: dict[str, dict[int, tuple[float, list[float]]]] = defaultdict(dict)
-    rows = []
+    rows, scores = [], {}
 
     def add(r: int, name: str, series_name: str, per_ctx: dict[str, float], n_trials: int | str) -> None:
+        scores[name] = per_ctx
         acc, ci = _macro(per_ctx)
         rows.append([r, name, _pct(acc), _ci(ci), len(per_ctx), n_trials])
         if per_ctx:
@@ -458,6 +486,7 @@ def _train_accuracy(doc: Doc, tr: _Train) -> None:
         ev = run.trials_of(r, "eval")
         add(r, "self-edit" if r == 0 else f"SEAL round {r}", "self-edit (SEAL)", _per_context(ev), len(ev))
     doc.table(["round", "condition", "accuracy", "95% CI", "contexts", "trials"], rows)
+    _paired(doc, scores, run.n_questions)
     if not series:
         doc.text("No accuracy stored yet.")
         return
@@ -482,21 +511,30 @@ def _train_rewards(doc: Doc, tr: _Train) -> None:
     doc.heading("Rewards of sampled self-edits")
     doc.text("One value per self-edit: its mean reward over the repeat seeds. best-of-k: per context the best "
              "self-edit, averaged over contexts. > base: share of self-edits above the no-context accuracy of the "
-             "model that wrote them (the previous round's model) on the same context.")
-    rows, boxes = [], []
+             "model that wrote them (the previous round's model) on the same context. vs the previous round: on "
+             "the contexts both rounds sampled (rounds that reuse their contexts), the change of the mean reward "
+             "per context, in points, with its 95% paired interval.")
+    rows, boxes, previous = [], [], {}
+    order = [c for c in (tr.run.meta.get("contexts:train") or []) if isinstance(c, str)]
     for r in tr.rounds[1:]:
         rewards = _per_self_edit_reward(tr.run.trials_of(r, "train"))
         if not rewards:
-            rows.append([r, 0, 0, DASH, DASH, DASH, DASH])
+            rows.append([r, 0, 0, DASH, DASH, DASH, DASH, DASH])
             continue
+        per_ctx = context_rewards(rewards)
+        change, previous = reward_change(per_ctx, previous, order), per_ctx
+        moved = (f"{100 * change['difference']:+.1f} {_ci(change['ci95'])} on {change['n_contexts']}" if change
+                 else DASH)
         base = tr.base_of(r - 1)
         best = best_of_k(rewards)
         vs_base = [v > base[c] for (c, _), v in rewards.items() if c in base]
         values = list(rewards.values())
         rows.append([r, len(values), len(best), _pct(statistics.fmean(values)), _pct(statistics.median(values)),
-                     _pct(statistics.fmean(best.values())), _pct(statistics.fmean(vs_base)) if vs_base else DASH])
+                     _pct(statistics.fmean(best.values())), _pct(statistics.fmean(vs_base)) if vs_base else DASH,
+                     moved])
         boxes.append((r, values, [base[c] for c in best if c in base]))
-    doc.table(["round", "self-edits", "contexts", "mean", "median", "best-of-k mean", "> base"], rows)
+    doc.table(["round", "self-edits", "contexts", "mean", "median", "best-of-k mean", "> base",
+               "vs the previous round"], rows)
     if not boxes:
         doc.text("No scored self-edits yet.")
         return
@@ -557,6 +595,27 @@ def _train_selection(doc: Doc, tr: _Train) -> None:
     doc.table(["round", "source", "contexts", "beat base", "share", "mean reward", "mean base", "mean chars"], rows)
     doc.heading("Generator finetune", 3)
     doc.table(["round", "examples", "steps", "final loss", "time (s)"], sft_rows)
+    _train_profile(doc, tr)
+
+
+def _train_profile(doc: Doc, tr: _Train) -> None:
+    """experiment.restem.self_edit_profile per round: all sampled self-edits, and the selected apart."""
+    rows = []
+    for r in tr.rounds[1:]:
+        prof = tr.run.meta.get(f"self_edit_stats:{r}")
+        for group in ("sampled", "selected"):
+            g = (prof or {}).get(group) if isinstance(prof, dict) else None
+            if isinstance(g, dict) and g.get("n"):
+                rows.append([r, group, g["n"], _num(g.get("chars"), ".0f"), _pct(g.get("gold_answers")),
+                             _pct(g.get("novel_words"))])
+    if not rows:
+        return
+    doc.heading("What the self-edits are made of", 3)
+    doc.text("Per round, the mean over the sampled (nonblank) self-edits and over the selected ones: length in "
+             "characters; gold answers: the share of the context's gold answers the self-edit contains (normalised, "
+             "whole words), i.e. how much of what will be asked it restates; invented words: the share of its words "
+             "that are not in the context. A finetune that moves the policy moves these.")
+    doc.table(["round", "self-edits", "n", "chars", "gold answers", "invented words"], rows)
 
 
 def _self_edit_lengths(doc: Doc, run: Run) -> None:

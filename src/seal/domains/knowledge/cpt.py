@@ -18,7 +18,7 @@ from ...engine.seeds import seed_of
 from ...engine.stats import mean_ci95
 from ...experiment.evaluate import parse_conditions, self_edits_of
 from ...experiment.recipes import check_executor, load
-from ...experiment.results import context_order
+from ...experiment.results import context_order, paired_comparisons
 from ...experiment.run import Run
 from .pooled import Pool, load_pooled, pooled_update
 
@@ -85,17 +85,20 @@ def run_cpt(spec, cfg, command: str = "", log=print) -> dict:
                                                   final_loss=outcome.final_loss, losses=outcome.losses or [],
                                                   seconds=time.perf_counter() - t0, error=outcome.failed))
         results = cpt_results(run.store, [c.name for c in conditions])
-        run.store.set_meta("cpt", results)
-        return run.write_results(conditions=results, labels=spec.labels)
+        run.store.set_meta("cpt", results["conditions"])
+        run.store.set_meta("cpt:comparisons", results["comparisons"])
+        return run.write_results(**results, labels=spec.labels)
 
 
 def cpt_results(store, names: list[str]) -> dict:
-    """Per condition: macro accuracy over passages (with interval) and micro accuracy over pooled questions."""
+    """{"conditions": per condition the macro accuracy over passages (with interval) and the micro accuracy over
+    pooled questions; "comparisons": every two conditions paired by passage (experiment.results.paired_comparisons:
+    each condition's pooled grades split back into its passages)}."""
     order = context_order(store)
     rows = {r["condition"]: r for r in store.trials(0)}
     timings = store.get_meta("timings") or {}
     base = store.base_evals("round-0") or next((store.base_evals(m) for m in store.base_models()), {})
-    results = {}
+    results, scores = {}, {}
     for name in names:
         if name == "base":
             per = {c: base[c]["accuracy"] for c in order if c in base}
@@ -111,10 +114,12 @@ def cpt_results(store, names: list[str]) -> dict:
             n_seq = len(rows[name]["sequences"] or [])
         else:
             continue
+        scores[name] = per
         macro, ci = mean_ci95([per[c] for c in order if c in per])
         results[name] = {"accuracy": macro, "ci95": ci, "accuracy_macro": macro,
                          "accuracy_micro": sum(grades) / max(1, len(grades)), "n_questions": len(grades),
                          "n_contexts": len(per), "sequences": n_seq,
                          "seconds": round(timings.get(f"cpt:{name}", 0.0), 1)}
-    return results
+    nq = {c: len(base[c]["grades"]) for c in order if c in base}
+    return {"conditions": results, "comparisons": paired_comparisons(scores, order, nq)}
 

@@ -5,7 +5,7 @@ from typing import Callable, Sequence
 
 from ...engine.protocol import ContextView, Evaluation, Update, clean_text
 from .data import DataError, Passage, builtin_passages, load_passages
-from .graders import GradeItem, MetricGrader
+from .graders import GradeItem, MetricGrader, contains, normalize_answer
 from .prompts import PromptFamily, get_family, question_text
 from .sequences import SequenceOptions, build_sequences
 
@@ -120,3 +120,15 @@ class KnowledgeDomain:
     # 6. what a report shows
     def describe(self, p: Passage) -> ContextView:
         return ContextView(p.title, [q.question for q in p.questions], [q.answer for q in p.questions])
+
+    # optional: what a self-edit is made of (experiment.restem.self_edit_profile, per ReST-EM round)
+    def self_edit_stats(self, p: Passage, text: str) -> dict[str, float]:
+        """Its length in characters; the share of the passage's gold answers it contains (as the `contains`
+        grader matches them: normalised, whole words), i.e. how much of what will be asked it restates; and the
+        share of its words (normalised) that are not in the passage's title or text, i.e. how much it invents."""
+        words = normalize_answer(text).split()
+        known = set(normalize_answer(f"{p.title} {p.context}").split())
+        golds = [q.answer for q in p.questions]
+        return {"chars": float(len(text)),
+                "gold_answers": sum(contains(text, g) for g in golds) / len(golds) if golds else 0.0,
+                "novel_words": sum(w not in known for w in words) / len(words) if words else 0.0}

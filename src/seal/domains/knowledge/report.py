@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .sequential import aggregate
-from ...report.core import (DASH, Doc, Run, _bar_chart, _ci, _finite, _finite_mean, _num, _pct, setting)
+from ...report.core import (DASH, Doc, Run, _bar_chart, _ci, _finite, _finite_mean, _num, _pct, paired_table, setting)
 
 
 # ---------------------------------------------------------------------------------------- knowledge-sequential
@@ -106,6 +106,8 @@ def _knowledge_cpt(doc: Doc, run: Run) -> None:
     if plotted:
         doc.figure(_bar_chart(plotted, "continued pretraining"), "cpt",
                    "macro accuracy per condition (95% CI)")
+    pairs = run.meta.get("cpt:comparisons")
+    paired_table(doc, pairs if isinstance(pairs, list) else [])
 
 
 
