@@ -113,6 +113,12 @@ def results_of(store, rows: dict[str, tuple[list[dict], float | None]]) -> dict[
     return {"conditions": conditions, "comparisons": paired_comparisons(scores, order, nq, skip)}
 
 
+def shared_contexts(a: dict, b: dict, order: list[str], skip=frozenset()) -> list[str]:
+    """The contexts both score dicts have (none of `skip`): in the run's order, then any others sorted."""
+    both = (set(a) & set(b)) - set(skip)
+    return [c for c in order if c in both] + sorted(both - set(order))
+
+
 POWER_DELTA = 0.05   # the difference a power estimate is for: 5 points of accuracy (engine.stats.contexts_needed)
 
 
@@ -125,8 +131,7 @@ def paired_comparisons(scores: dict[str, dict[str, float]], order: list[str], n_
     5-point difference (80% power, 5% two-sided). A pair with no context in common is left out."""
     out = []
     for (b, sb), (a, sa) in itertools.combinations(scores.items(), 2):
-        shared = [c for c in order if c in sa and c in sb and c not in unscored]
-        shared += sorted((set(sa) & set(sb)) - set(order) - unscored)
+        shared = shared_contexts(sa, sb, order, unscored)
         if not shared:
             continue
         d = paired_difference([sa[c] for c in shared], [sb[c] for c in shared])
@@ -178,8 +183,7 @@ def context_rewards(rewards: dict[tuple[str, int], float]) -> dict[str, float]:
 def reward_change(current: dict[str, float], previous: dict[str, float], order: list[str]) -> dict | None:
     """A round's mean reward per context minus the previous round's, paired on the contexts both sampled (in the
     run's order; the rest sorted), or None when they share none."""
-    shared = [c for c in order if c in current and c in previous]
-    shared += sorted((set(current) & set(previous)) - set(shared))
+    shared = shared_contexts(current, previous, order)
     return paired_difference([current[c] for c in shared], [previous[c] for c in shared]) if shared else None
 
 
