@@ -2,10 +2,12 @@
 the comparisons of every two conditions that results.json and the report share."""
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from seal.engine.stats import contexts_needed, mean_ci95, paired_difference, sign_test
+from seal.engine.stats import (contexts_needed, mean_ci95, null_difference_sd, paired_difference, sign_test,
+                               variance_components)
 from seal.experiment.results import paired_comparisons
 
 
@@ -63,3 +65,22 @@ def test_comparisons_pair_only_the_shared_contexts_in_the_run_order():
     assert (p["condition"], p["versus"]) == ("passage", "base")
     assert p["n_contexts"] == 2 and p["n_questions"] == 6          # c1 and c2; c3 unshared, u unscored
     assert p["difference"] == pytest.approx(0.5) and (p["wins"], p["losses"], p["ties"]) == (1, 0, 1)
+
+
+def test_variance_components_recover_known_spreads_and_predict_the_null_difference():
+    rng = np.random.default_rng(3)
+    n, k, reps = 4000, 4, 3
+    ctx = rng.normal(0, 0.20, (n, 1, 1))
+    edit = rng.normal(0, 0.10, (n, k, 1))
+    grid = 0.3 + ctx + edit + rng.normal(0, 0.05, (n, k, reps))
+    c = variance_components(grid)
+    assert (c["contexts"], c["self_edits"], c["seeds"]) == (n, k, reps)
+    assert abs(c["between_contexts"] - 0.20) < 0.01
+    assert abs(c["between_self_edits"] - 0.10) < 0.005 and abs(c["between_seeds"] - 0.05) < 0.002
+    # two halves of the same policy: the measured sd of their per-context difference is the predicted one
+    d = grid[:, :2].mean(axis=(1, 2)) - grid[:, 2:].mean(axis=(1, 2))
+    assert abs(d.std(ddof=1) - null_difference_sd(c, 2, reps)) < 0.005
+    assert null_difference_sd(c, 9, reps) < null_difference_sd(c, 3, reps) < null_difference_sd(c, 3, 1)
+    # one seed per self-edit: the seed noise stays inside the self-edits' spread
+    one = variance_components(grid[:, :, :1])
+    assert one["between_seeds"] is None and abs(one["between_self_edits"] - np.hypot(0.10, 0.05)) < 0.005

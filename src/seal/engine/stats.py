@@ -51,3 +51,28 @@ def contexts_needed(sd: float, delta: float = 0.05, alpha: float = 0.05, power: 
         return 1
     z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
     return max(2, math.ceil((z * sd / delta) ** 2))
+
+
+def variance_components(grid) -> dict:
+    """Method-of-moments sds of a balanced [context, self-edit, seed] grid of rewards (a nested random-effects
+    model): between contexts, between the self-edits of one context, between the inner-loop seeds of one
+    self-edit. With one seed per self-edit the seed noise cannot be told apart and is left inside the self-edits'
+    spread (`between_seeds` is None)."""
+    g = np.asarray(grid, dtype=float)
+    n_c, k, reps = g.shape
+    s2_seed = float(g.var(axis=2, ddof=1).mean()) if reps > 1 else None
+    edit_means = g.mean(axis=2)
+    s2_means = float(edit_means.var(axis=1, ddof=1).mean())
+    # a context's self-edit means spread by its self-edits plus their seed noise / reps; the rest is the self-edits'
+    s2_edit = max(0.0, s2_means - (s2_seed or 0.0) / reps)
+    s2_ctx = max(0.0, float(edit_means.mean(axis=1).var(ddof=1)) - s2_means / k) if n_c > 1 else 0.0
+    return {"contexts": n_c, "self_edits": k, "seeds": reps, "between_contexts": float(np.sqrt(s2_ctx)),
+            "between_self_edits": float(np.sqrt(s2_edit if s2_seed is not None else s2_means)),
+            "between_seeds": None if s2_seed is None else float(np.sqrt(s2_seed))}
+
+
+def null_difference_sd(components: dict, k: int, seeds: int) -> float:
+    """The sd of the per-context difference between two equally good policies compared on the same contexts, each
+    scored with k self-edits x `seeds` inner-loop seeds: sqrt(2 (s_edit^2 / k + s_seed^2 / (k seeds)))."""
+    s_edit, s_seed = components["between_self_edits"], components["between_seeds"] or 0.0
+    return float(np.sqrt(2 * (s_edit ** 2 / k + s_seed ** 2 / (k * seeds))))
