@@ -33,7 +33,7 @@ import numpy as np
 
 from seal.engine.stats import contexts_needed, mean_ci95, null_difference_sd, paired_difference, variance_components
 from seal.engine.store import RunStore
-from seal.experiment.results import POWER_DELTA, base_rows, n_questions_of
+from seal.experiment.results import POWER_DELTA, eval_rows, n_questions_of, per_context
 
 
 def rewards_of(store, condition: str, round_: int = 0) -> dict[str, dict[int, dict[int, float]]]:
@@ -91,18 +91,6 @@ def selection(g: np.ndarray) -> dict | None:
             "seed_to_seed_correlation_within_context": float((a * b).sum() / denom) if denom > 0 else None}
 
 
-def condition_rows(store, condition: str) -> dict[str, float]:
-    """Per context, the mean reward of a condition's trials (the no-update condition: its base evaluation)."""
-    if condition == "base":
-        rows = [r for m in store.base_models() for r in base_rows(store, m, "eval")]   # an eval run has one model
-        return {r["context_id"]: r["accuracy"] for r in rows}
-    by: dict[str, list[float]] = {}
-    for t in store.trials(0, condition):
-        if t["status"] != "failed":
-            by.setdefault(t["context_id"], []).append(t["reward"])
-    return {c: sum(v) / len(v) for c, v in by.items()}
-
-
 def analyse(run: Path, condition: str, against: list[str], runs=(1, 3, 5, 9)) -> dict:
     store = RunStore.open_readonly(run / "store.sqlite")
     ids, g = complete_grid(rewards_of(store, condition))
@@ -120,8 +108,10 @@ def analyse(run: Path, condition: str, against: list[str], runs=(1, 3, 5, 9)) ->
                                 "contexts_for_5_points": contexts_needed(sd, POWER_DELTA)})
     mine = dict(zip(ids, g.mean(axis=(1, 2))))
     versus = {}
+    # the other conditions scored as results.json scores them (an eval run has one model: its base evaluations)
+    rows = eval_rows(store, against, "base", store.base_models()[0]) if against else {}
     for other in against:
-        theirs = condition_rows(store, other)
+        theirs = per_context(rows[other][0])
         shared = [c for c in ids if c in theirs]
         if len(shared) >= 2:
             d = paired_difference([mine[c] for c in shared], [theirs[c] for c in shared])
