@@ -131,6 +131,9 @@ def test_rest_em_raises_the_reward_of_fresh_self_edits_on_reused_contexts(peaked
 
     rounds = payload["rounds"]
     assert [r["round"] for r in rounds] == list(range(1, ROUNDS + 1))
+    # What the terminal shows: with --eval-rounds none, the round lines and no table of unscored conditions.
+    shown = SPEC.recipes["train"].show(SPEC, payload)
+    assert "conditions" not in shown and shown.count("mean reward") == ROUNDS, shown
     store = RunStore(tmp_path / "run" / "store.sqlite")
     per_round = [context_rewards(self_edit_rewards(store.trials(r, "train"))) for r in range(1, ROUNDS + 1)]
     written = [list(store.self_edits(r, "train").values()) for r in range(1, ROUNDS + 1)]

@@ -218,7 +218,11 @@ def show_eval(spec: DomainSpec, payload: dict, keep=lambda name: True) -> str:
 def show_train(spec: DomainSpec, payload: dict) -> str:
     # On the terminal, the rounds' self-edits against each other and the baselines; the drift of each round's
     # model without an update (the base-round-N rows) is in the report.
-    lines = [show_eval(spec, payload, keep=lambda name: "-round-" not in name or name.startswith("seal-round-"))]
+    # A run with --eval-rounds none scored no condition: print the round lines only, not a table of dashes.
+    scored = {name: row for name, row in payload["conditions"].items()
+              if row.get("n_trials") or row.get("accuracy") is not None}
+    lines = [show_eval(spec, {**payload, "conditions": scored},
+                       keep=lambda name: "-round-" not in name or name.startswith("seal-round-"))] if scored else []
     for r in payload["rounds"]:
         change = r.get("reward_vs_previous_round")
         moved = (f", {100 * change['difference']:+.1f} points on the {change['n_contexts']} context(s) of the "
