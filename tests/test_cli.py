@@ -116,6 +116,27 @@ def test_unknown_condition_and_missing_file_passages(tiny_dir, tmp_path):
     assert r.returncode == 2 and "no record for passage" in r.stderr and str(other) in r.stderr
 
 
+def test_generator_condition_writes_with_another_model_and_trains_the_learner(tiny_dir, tmp_path):
+    """generator:PATH in an eval: another model folder writes the self-edits, --model learns them, and the result
+    is paired with the model's own self-edits on the same passages."""
+    import shutil
+    other = tmp_path / "writer"
+    shutil.copytree(tiny_dir, other)
+    out = tmp_path / "run"
+    cond = f"generator:{other}"
+    r = _run(_cmd(tiny_dir, out, "--n", "2", "--conditions", f"self-edit,{cond}"))
+    assert r.returncode == 0, r.stderr
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["conditions"][cond]["n_trials"] == 2 and payload["conditions"][cond]["n_questions"] > 0
+    pair = [p for p in payload["comparisons"] if {p["condition"], p["versus"]} == {cond, "self-edit"}]
+    assert len(pair) == 1 and pair[0]["n_contexts"] == 2
+    from seal.engine.store import RunStore
+    store = RunStore(out / "store.sqlite")
+    texts = store.self_edits(0, cond)
+    store.close()
+    assert len(texts) == 2
+
+
 def test_empty_self_edits_are_recorded_with_reward_zero(tiny_dir, tmp_path):
     from seal.domains.knowledge.data import builtin_passages, select
     chosen = select(builtin_passages("eval"), 2)

@@ -152,7 +152,10 @@ def run_eval(spec: DomainSpec, cfg: Config, command: str = "", log=print) -> dic
     contexts = list(probe.contexts("eval"))
     if not contexts:
         raise ValueError(f"{spec.name}: no eval contexts selected")
-    conditions = parse_conditions(probe, cfg.eval.conditions, contexts, cfg.generation.endpoint_url)
+    # generator:PATH: the self-edits of another model folder (a trained checkpoint), trained into --model, so
+    # untrained and trained generators are compared on the same contexts with the same learner.
+    conditions = parse_conditions(probe, cfg.eval.conditions, contexts, cfg.generation.endpoint_url,
+                                  allow_generator=True)
     log(f"{len(contexts)} eval context(s){_all_note(cfg)}, conditions {', '.join(c.name for c in conditions)}, "
         f"{cfg.eval.k} self-edit(s) each x {cfg.eval.repeats} seed(s)")
     check_executor(cfg)
