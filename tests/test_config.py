@@ -74,3 +74,15 @@ def test_ci_runs_the_readme_test_command_verbatim():
     lines = (ROOT / ".ci" / "run").read_text().splitlines()
     ci = [line for line in lines if line and not line.startswith(("#", "set ", "cd "))]
     assert ci == [test_block]
+
+
+def test_knowledge_train_sets_its_eval_apart_from_its_outer_loop():
+    """`seal knowledge train`: --k and --repeats are the outer loop's (the paper's numbers); the evaluation before
+    and after the rounds has its own --conditions, --eval-k and --eval-repeats, which the same --set keys reach."""
+    _, _, cfg = _from_argv(["knowledge", "train", "--k", "4", "--repeats", "2", "--conditions", "base,self-edit",
+                            "--eval-k", "3", "--eval-repeats", "5"])
+    assert (cfg.outer.k, cfg.outer.repeats) == (4, 2)
+    assert (cfg.eval.conditions, cfg.eval.k, cfg.eval.repeats) == (["base", "self-edit"], 3, 5)
+    _, _, by_set = _from_argv(["knowledge", "train", "--k", "4", "--repeats", "2", "--set",
+                               "eval.conditions=[base,self-edit]", "--set", "eval.k=3", "--set", "eval.repeats=5"])
+    assert by_set.settings() == cfg.settings()
