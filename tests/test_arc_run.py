@@ -139,3 +139,15 @@ def test_arc_mini_run_on_a_tiny_model(tiny_dir, tmp_path):
     rows = store.trials(0, "self-edit")
     assert len(rows) == 4 and all(t["status"] == "invalid" and t["reward"] == 0.0 and t["error"] for t in rows)
     store.close()
+
+    # The trained checkpoint as generator:PATH in an eval: it writes the self-edits (on the menu, as constrained
+    # decoding keeps them) and the tiny model, not the checkpoint, is trained on them.
+    ckpt = out / "checkpoints" / "round-1" / "merged"
+    gen = tmp_path / "gen"
+    _seal_arc("eval", tiny_dir, gen, "--conditions", f"generator:{ckpt}")
+    store = RunStore(gen / "store.sqlite")
+    rows = store.trials(0, f"generator:{ckpt}")
+    assert len(rows) == 4 and all(t["status"] == "ok" and t["self_edit"] in menu_texts and t["steps"] > 0
+                                  for t in rows)
+    assert store.get_meta("settings")["model"]["name"] == str(tiny_dir)
+    store.close()

@@ -59,7 +59,7 @@ def _deep(a: dict, b: dict) -> dict:
 
 EVAL_FLAGS = [
     Flag("conditions", "eval.conditions", "comma-separated conditions (the domain's no-update condition and "
-         "baselines, self-edit, file:PATH, endpoint:MODEL)", comma_list),
+         "baselines, self-edit, file:PATH, endpoint:MODEL; eval and cpt also take generator:PATH)", comma_list),
     Flag("k", "eval.k", "self-edits per context and condition", int),
     Flag("repeats", "eval.repeats", "inner-loop runs per self-edit (different seeds)", int),
     Flag("max-new-tokens", "generation.max_new_tokens", "self-edit length cap", int),

@@ -102,11 +102,11 @@ DOMAIN_FLAGS = [
 
 _TRAIN_SEEDS = {"sample": ["gen", "{condition}", "{round}", "{context}", "{sample}"],
                 "trial": ["{condition}", "{round}", "{context}"], "baseline": ["{condition}", "{context}"]}
-# In `knowledge train`, --k and --repeats are the training self-edits and seeds (eval passages get one self-edit).
+# In `knowledge train`, --k and --repeats are the training self-edits and seeds (the paper's outer-loop numbers).
 _TRAIN_FLAGS = ([f for f in EVAL_FLAGS if f.name not in ("k", "repeats", "conditions")]
                 + [Flag("k", "outer.k", "self-edits sampled per training passage", int),
                    Flag("repeats", "outer.repeats", "inner-loop seeds per self-edit (reward = mean)", int),
-                   # --k and --repeats are the paper's outer-loop numbers here, so the eval's own take a prefix.
+                   # ... so the evaluation's own take a prefix.
                    Flag("conditions", "eval.conditions", "comma-separated conditions evaluated before and after the "
                         "rounds (base, passage, self-edit, file:PATH, endpoint:MODEL)", comma_list),
                    Flag("eval-k", "eval.k", "self-edits per eval passage and condition", int),
