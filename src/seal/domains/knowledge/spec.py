@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ...engine.config import speed_only
-from ...experiment.config import Flag, comma_list
+from ...experiment.config import Flag
 from ...experiment.recipes import (EVAL_FLAGS, TRAIN_FLAGS, DomainSpec, RecipeSpec, run_train, show_eval,
                                    show_train, standard_recipes)
 from .cpt import CPTSection, run_cpt
@@ -103,12 +103,10 @@ DOMAIN_FLAGS = [
 _TRAIN_SEEDS = {"sample": ["gen", "{condition}", "{round}", "{context}", "{sample}"],
                 "trial": ["{condition}", "{round}", "{context}"], "baseline": ["{condition}", "{context}"]}
 # In `knowledge train`, --k and --repeats are the training self-edits and seeds (the paper's outer-loop numbers).
-_TRAIN_FLAGS = ([f for f in EVAL_FLAGS if f.name not in ("k", "repeats", "conditions")]
+_TRAIN_FLAGS = ([f for f in EVAL_FLAGS if f.name not in ("k", "repeats")]
                 + [Flag("k", "outer.k", "self-edits sampled per training passage", int),
                    Flag("repeats", "outer.repeats", "inner-loop seeds per self-edit (reward = mean)", int),
                    # ... so the evaluation's own take a prefix.
-                   Flag("conditions", "eval.conditions", "comma-separated conditions evaluated before and after the "
-                        "rounds (base, passage, self-edit, file:PATH, endpoint:MODEL)", comma_list),
                    Flag("eval-k", "eval.k", "self-edits per eval passage and condition", int),
                    Flag("eval-repeats", "eval.repeats", "inner-loop seeds per eval self-edit", int)]
                 + [f for f in TRAIN_FLAGS if f.name not in ("train-k", "train-repeats")])
